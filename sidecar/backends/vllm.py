@@ -1,0 +1,106 @@
+"""vLLM backend: one-logit classification of prompts the sidecar formatted itself.
+
+vLLM runs with `--runner pooling` and the `is_original_qwen3_reranker` overrides, so `/classify` on
+the formatted prompt returns sigmoid(logit_yes - logit_no) = p(yes), the reference score. Sending
+token ids spares vLLM a second tokenization and applies no chat template (CONTRACTS.md §6).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sidecar.errors import BackendUnavailable, DeadlineExceeded
+
+
+class VLLMBackend:
+    model_kind = "cross-encoder"
+
+    def __init__(self, urls: Sequence[str], *, model_name: str, timeout_s: float) -> None:
+        if not urls:
+            raise ValueError("VLLMBackend needs at least one URL")
+        self.model_name = model_name
+        self._urls = list(urls)
+        self._inflight = dict.fromkeys(self._urls, 0)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, json_serialize=lambda obj: orjson.dumps(obj).decode()
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _replicas_least_loaded_first(self) -> list[str]:
+        return sorted(self._urls, key=lambda url: self._inflight[url])
+
+    async def score(self, payloads: Sequence[object]) -> list[float]:
+        body = {"model": self.model_name, "input": list(payloads)}
+        last_error = "no vLLM replica answered"
+        # A replica that refuses connections is skipped; one that accepted the work is not retried,
+        # so a slow replica cannot double the load.
+        for url in self._replicas_least_loaded_first():
+            self._inflight[url] += 1
+            try:
+                data = await self._post(f"{url}/classify", body)
+            except aiohttp.ClientConnectionError as exc:
+                last_error = f"vLLM at {url} is unreachable: {exc}"
+                continue
+            finally:
+                self._inflight[url] -= 1
+            return _scores_from(data, expected=len(payloads))
+        raise BackendUnavailable(last_error)
+
+    async def _post(self, url: str, body: dict[str, Any]) -> Any:
+        assert self._session is not None, "start() the backend first"
+        try:
+            async with self._session.post(url, json=body) as response:
+                raw = await response.read()
+                if response.status != 200:
+                    raise BackendUnavailable(
+                        f"vLLM answered {response.status}: {raw[:300].decode(errors='replace')}"
+                    )
+                return orjson.loads(raw)
+        except TimeoutError:
+            raise DeadlineExceeded(f"vLLM at {url} did not answer in time") from None
+        except orjson.JSONDecodeError:
+            raise BackendUnavailable(f"vLLM at {url} sent a body that is not JSON") from None
+
+    async def check_ready(self) -> None:
+        errors = []
+        for url in self._urls:
+            try:
+                data = await self._get(f"{url}/v1/models")
+            except (aiohttp.ClientError, TimeoutError, BackendUnavailable) as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            served = [model.get("id") for model in data.get("data", [])]
+            if self.model_name in served:
+                return
+            errors.append(f"{url} serves {served}, not {self.model_name!r}")
+        raise BackendUnavailable("; ".join(errors))
+
+    async def _get(self, url: str) -> Any:
+        assert self._session is not None, "start() the backend first"
+        async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            if response.status != 200:
+                raise BackendUnavailable(f"answered {response.status}")
+            return orjson.loads(await response.read())
+
+
+def _scores_from(data: Any, *, expected: int) -> list[float]:
+    try:
+        items = sorted(data["data"], key=lambda item: item["index"])
+        scores = [float(item["probs"][0]) for item in items]
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise BackendUnavailable("vLLM's /classify answer has no probs per input") from None
+    if len(scores) != expected or not all(math.isfinite(score) for score in scores):
+        raise BackendUnavailable(f"vLLM returned {len(scores)} scores for {expected} inputs")
+    return scores

@@ -1,0 +1,118 @@
+"""The wire contract: Cohere/Jina-shaped rerank requests and responses.
+
+Scores are written for ML Commons' JsonPath parser (CONTRACTS.md §2): with a `.` or an exponent and
+at most 18 characters, so the Cohere post-process function can cast them to Double.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sidecar.errors import InvalidJSON, ValidationFailed
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class TextDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+
+class RerankRequest(BaseModel):
+    # Cohere and Jina clients send fields we do not use (rank_fields, max_chunks_per_doc, ...).
+    model_config = ConfigDict(extra="ignore")
+
+    query: str = Field(min_length=1)
+    documents: list[str | TextDocument] = Field(min_length=1)
+    model: str | None = None
+    top_n: int | None = Field(None, ge=0, description="0 or absent = every document")
+    return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    instruction: str | None = Field(None, min_length=1)
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("query must contain text")
+        return value
+
+    def document_texts(self) -> list[str]:
+        return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def parse_body(raw: bytes, model: type[ModelT]) -> ModelT:
+    """Parse a JSON body into `model`; errors name the offending field."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidJSON("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{_field_path(err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:10]
+        ]
+        raise ValidationFailed("; ".join(problems)) from None
+
+
+def format_score(score: float) -> bytes:
+    """A JSON number ML Commons reads as a Double: 9 significant digits, always `.` or exponent."""
+    if not math.isfinite(score):
+        raise ValueError(f"score {score!r} is not a finite number")
+    text = format(score, ".9g")
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text.encode()
+
+
+def rerank_response(
+    *,
+    model: str,
+    model_kind: str,
+    documents: Sequence[str],
+    scores: Sequence[float],
+    top_n: int | None,
+    return_documents: bool,
+    input_tokens: int,
+    truncated_documents: int,
+) -> dict[str, Any]:
+    """Cohere/Jina response body, sorted by score; ties keep input order."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if top_n:
+        order = order[:top_n]
+    results: list[dict[str, Any]] = []
+    for index in order:
+        result: dict[str, Any] = {
+            "index": index,
+            "relevance_score": orjson.Fragment(format_score(scores[index])),
+        }
+        if return_documents:
+            result["document"] = {"text": documents[index]}
+        results.append(result)
+    return {
+        "id": str(uuid.uuid4()),
+        "model": model,
+        "results": results,
+        "meta": {
+            "model_kind": model_kind,
+            "billed_units": {"input_tokens": input_tokens, "search_units": 1},
+            "truncated_documents": truncated_documents,
+        },
+        "usage": {"total_tokens": input_tokens},
+    }
