@@ -52,8 +52,8 @@ def build_tiny_qwen3(target: Path) -> Path:
     yes_id = tokenizer.convert_tokens_to_ids("yes")
     no_id = tokenizer.convert_tokens_to_ids("no")
     with torch.no_grad():
-        model.lm_head.weight[yes_id].normal_(0.0, 1.0)
-        model.lm_head.weight[no_id].normal_(0.0, 1.0)
+        model.lm_head.weight[yes_id].normal_(0.0, 0.3)
+        model.lm_head.weight[no_id].normal_(0.0, 0.3)
     model.save_pretrained(target, safe_serialization=True)
     return target
 

