@@ -57,7 +57,13 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             "payload_too_large" if exc.status == 413 else exc.reason.lower().replace(" ", "_")
         )
         message = exc.text if exc.status == 413 and exc.text else exc.reason
-        return error_response(exc.status, error_type, message or exc.reason, dict(exc.headers))
+        # Keep headers such as Allow; the body is ours, so its type and length are too.
+        headers = {
+            name: value
+            for name, value in exc.headers.items()
+            if name.lower() not in ("content-type", "content-length")
+        }
+        return error_response(exc.status, error_type, message or exc.reason, headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the sidecar failed; see its log")

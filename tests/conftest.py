@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config import Settings
 from sidecar.server import create_app
-from tests.support.servers import TINY_SERVED_NAME, vllm_cpu_server
+from tests.support.servers import TINY_SERVED_NAME, ServerProcess, vllm_cpu_server
 from tests.support.tiny_qwen import build_tiny_qwen3
 
 SidecarFactory = Callable[..., Awaitable[str]]
@@ -25,15 +26,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with vllm_cpu_server(tiny_model_dir, tmp_path_factory.mktemp("logs") / "vllm.log") as url:
-        yield url
+def vllm_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with vllm_cpu_server(tiny_model_dir, tmp_path_factory.mktemp("logs") / "vllm.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def vllm_settings(vllm_url: str, tiny_model_dir: Path) -> Settings:
+def vllm_settings(vllm_server: ServerProcess, tiny_model_dir: Path) -> Settings:
     return Settings(
-        vllm_url=vllm_url, model=str(tiny_model_dir), served_model_name=TINY_SERVED_NAME
+        vllm_url=vllm_server.url, model=str(tiny_model_dir), served_model_name=TINY_SERVED_NAME
     )
 
 
@@ -43,9 +46,7 @@ async def start_sidecar() -> AsyncIterator[SidecarFactory]:
     servers: list[TestServer] = []
 
     async def start(settings: Settings, **overrides: Any) -> str:
-        server = TestServer(
-            create_app(settings.model_copy(update=overrides)), host="127.0.0.1"
-        )
+        server = TestServer(create_app(settings.model_copy(update=overrides)), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return str(server.make_url("")).rstrip("/")
@@ -62,6 +63,18 @@ async def embedded_sidecar() -> AsyncIterator[str]:
     await server.start_server()
     yield str(server.make_url("")).rstrip("/")
     await server.close()
+
+
+async def read_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The sidecar's /metrics as {sample name with labels: value}."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
 
 
 @pytest_asyncio.fixture

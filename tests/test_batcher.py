@@ -38,8 +38,13 @@ def pair(n: int, tokens: int = 10) -> PreparedPair:
 
 
 def policy(**overrides: float) -> BatchPolicy:
-    values = dict(max_batch_tokens=1000, max_batch_pairs=100, max_wait_s=0.02,
-                  max_inflight_batches=1, max_queue_pairs=1000)
+    values = dict(
+        max_batch_tokens=1000,
+        max_batch_pairs=100,
+        max_wait_s=0.02,
+        max_inflight_batches=1,
+        max_queue_pairs=1000,
+    )
     values.update(overrides)
     return BatchPolicy(**values)  # type: ignore[arg-type]
 
@@ -81,7 +86,10 @@ async def test_batches_are_cut_by_token_budget_and_pair_count() -> None:
 async def test_a_pair_over_the_token_budget_still_goes_alone() -> None:
     backend = ScriptedBackend()
     batcher = await started(backend, policy(max_batch_tokens=5))
-    assert await batcher.score([pair(1, tokens=50), pair(2, tokens=50)], deadline=far()) == [1.0, 2.0]
+    assert await batcher.score([pair(1, tokens=50), pair(2, tokens=50)], deadline=far()) == [
+        1.0,
+        2.0,
+    ]
     assert [len(call) for call in backend.calls] == [1, 1]
     await batcher.stop()
 

@@ -33,14 +33,24 @@ def test_format_pair_is_the_readme_text() -> None:
 
 @pytest.mark.parametrize(
     "document",
-    ["The capital of China is Beijing.", "北京是中国的首都", "mixed 中文 and English 🐼🎉", "", " x"],
+    [
+        "The capital of China is Beijing.",
+        "北京是中国的首都",
+        "mixed 中文 and English 🐼🎉",
+        "",
+        " x",
+    ],
 )
 def test_untruncated_ids_equal_tokenizing_the_whole_text(
     tokenizer: Tokenizer, document: str
 ) -> None:
     encoder = QwenPromptEncoder(tokenizer, max_length=8192)
-    [pair] = encoder.encode("capital?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None)
-    whole = tokenizer.encode(format_pair(INSTRUCTION, "capital?", document), add_special_tokens=False)
+    [pair] = encoder.encode(
+        "capital?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None
+    )
+    whole = tokenizer.encode(
+        format_pair(INSTRUCTION, "capital?", document), add_special_tokens=False
+    )
     assert pair.payload == whole.ids
     assert pair.n_tokens == len(whole.ids)
     assert not pair.truncated
@@ -49,7 +59,9 @@ def test_untruncated_ids_equal_tokenizing_the_whole_text(
 def test_long_document_is_cut_to_max_length_keeping_frame_and_query(tokenizer: Tokenizer) -> None:
     encoder = QwenPromptEncoder(tokenizer, max_length=128)
     document = "pandas eat bamboo all day long. " * 100
-    [pair] = encoder.encode("what do pandas eat?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    [pair] = encoder.encode(
+        "what do pandas eat?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None
+    )
     assert pair.truncated and pair.n_tokens == 128
     ids = pair.payload
     assert isinstance(ids, list)
@@ -59,7 +71,9 @@ def test_long_document_is_cut_to_max_length_keeping_frame_and_query(tokenizer: T
     assert text.startswith(QWEN3_PREFIX)
     assert "<Query>: what do pandas eat?\n<Document>: pandas eat bamboo" in text
     # What is kept is a prefix of the whole text's tokenization: the reference cuts the same way.
-    whole = tokenizer.encode(format_pair(INSTRUCTION, "what do pandas eat?", document), add_special_tokens=False)
+    whole = tokenizer.encode(
+        format_pair(INSTRUCTION, "what do pandas eat?", document), add_special_tokens=False
+    )
     assert ids[: -len(suffix)] == whole.ids[: 128 - len(suffix)]
 
 
@@ -84,7 +98,9 @@ def test_query_too_long_for_max_length_is_a_client_error_naming_the_query(
 
 def test_identical_inputs_share_a_key_and_different_ones_do_not(tokenizer: Tokenizer) -> None:
     encoder = QwenPromptEncoder(tokenizer, max_length=8192)
-    a, b, c = encoder.encode("q", ["same", "same", "other"], instruction=INSTRUCTION, max_tokens_per_doc=None)
+    a, b, c = encoder.encode(
+        "q", ["same", "same", "other"], instruction=INSTRUCTION, max_tokens_per_doc=None
+    )
     [d] = encoder.encode("q", ["same"], instruction="another instruction", max_tokens_per_doc=None)
     assert a.key == b.key
     assert len({a.key, c.key, d.key}) == 3

