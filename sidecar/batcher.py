@@ -2,8 +2,8 @@
 
 Pairs from concurrent requests share one FIFO queue keyed by their exact model input, so an
 identical pair queued or in flight is scored once for every request that asked for it. A loop cuts
-the queue into backend calls by a token budget and a pair count, waiting at most `max_wait_ms` for a
-batch to fill, with a bounded number of calls in flight. A request that leaves (client gone,
+the queue into backend calls by a token budget and a pair count, with a bounded number of calls in
+flight; while calls are in flight it waits at most `max_wait_ms` for the next batch to fill. A request that leaves (client gone,
 deadline) takes its pairs out of the queue unless another request still wants them.
 """
 
@@ -160,6 +160,10 @@ class Batcher:
                 task.add_done_callback(self._tasks.discard)
 
     async def _wait_to_fill(self) -> None:
+        # An idle backend gets the work at once; waiting only pays while calls are in flight,
+        # when pairs would queue anyway and larger batches cost less per pair.
+        if not self._tasks:
+            return
         deadline = time.monotonic() + self._policy.max_wait_s
         while not self._batch_is_full() and (remaining := deadline - time.monotonic()) > 0:
             self._arrived.clear()

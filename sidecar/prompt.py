@@ -1,9 +1,11 @@
 """Qwen3-Reranker prompt formatting and token-budget truncation (CONTRACTS.md §6).
 
-The ids sent to vLLM are always a prefix of the tokenization of the exact formatted text, followed
-by the suffix ids. The suffix starts with the special token `<|im_end|>`, which the tokenizer splits
-on before BPE, so untruncated ids equal the tokenization of the whole text, and truncated ids equal
-what the reference code produces when it cuts the pair at the token limit.
+The ids sent to vLLM must equal the tokenization of the exact formatted text. The head (prefix,
+instruction, query, "<Document>:") is tokenized once per request and each document as " " + text:
+the Qwen pre-tokenizer always splits between the ":" and the space, and the space joins the
+document's first word, so the pieces concatenate to the whole text's ids (a property test checks
+this on random text). The suffix starts with the special token `<|im_end|>`, split off before BPE.
+A document cut at the token limit is cut in the same place as the reference code cuts the pair.
 """
 
 from __future__ import annotations
@@ -54,33 +56,28 @@ class QwenPromptEncoder:
         instruction: str,
         max_tokens_per_doc: int | None,
     ) -> list[PreparedPair]:
-        head = format_pair(instruction, query, "").removesuffix(QWEN3_SUFFIX)
+        head = format_pair(instruction, query, "").removesuffix(" " + QWEN3_SUFFIX)
+        head_ids = self._tokenizer.encode(head, add_special_tokens=False).ids
+        room = self._max_length - len(head_ids) - len(self._suffix_ids)
+        if room < 1:
+            raise ValidationFailed(
+                f"query: the query and instruction take {len(head_ids) + len(self._suffix_ids)} "
+                f"tokens, leaving no room for a document within max_length {self._max_length}"
+            )
+        limit = min(room, max_tokens_per_doc or room)
         encodings = self._tokenizer.encode_batch(
-            [head + doc for doc in documents], add_special_tokens=False
+            [" " + doc for doc in documents], add_special_tokens=False
         )
-        room = self._max_length - len(self._suffix_ids)
         pairs = []
         for encoding in encodings:
-            ids, offsets = encoding.ids, encoding.offsets
-            # The first token reaching into the document (the space after "<Document>:" merges
-            # with the document's first word, so that token starts just before it).
-            doc_start = next((i for i, (_, end) in enumerate(offsets) if end > len(head)), len(ids))
-            if doc_start >= room:
-                raise ValidationFailed(
-                    f"query: the query and instruction take {doc_start + len(self._suffix_ids)} "
-                    f"tokens, leaving no room for a document within max_length {self._max_length}"
-                )
-            keep = len(ids)
-            if max_tokens_per_doc is not None:
-                keep = min(keep, doc_start + max_tokens_per_doc)
-            keep = min(keep, room)
-            token_ids = ids[:keep] + self._suffix_ids
+            doc_ids = encoding.ids
+            token_ids = head_ids + doc_ids[:limit] + self._suffix_ids
             pairs.append(
                 PreparedPair(
                     key=hashlib.blake2b(_pack(token_ids), digest_size=16).digest(),
                     n_tokens=len(token_ids),
                     payload=token_ids,
-                    truncated=keep < len(ids),
+                    truncated=len(doc_ids) > limit,
                 )
             )
         return pairs

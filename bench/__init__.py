@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): figures printed from one run, measured side by side."""
