@@ -158,7 +158,7 @@ async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
             )
         print(HEADER)
         for concurrency in (1, 8, 32):
-            total = max(12, per_client * concurrency)
+            total = max(30, per_client * concurrency)
             bodies = request_bodies(total, seed=concurrency)
             direct = await run_load(
                 f"{vllm.url}/rerank",

@@ -88,6 +88,7 @@ def vllm_cpu_server(
         str(max_model_len),
         "--hf-overrides",
         json.dumps(QWEN3_RERANKER_OVERRIDES),
+        *extra_args,
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
