@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import re
 import shutil
@@ -15,9 +16,9 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import kubernetes_validate.utils as kubernetes_validate_utils
-from kubernetes_validate.utils import all_versions as kubernetes_validate_versions
 import yaml
 from helm_python import _native
+from kubernetes_validate.utils import all_versions as kubernetes_validate_versions
 
 Obj = dict[str, Any]
 
@@ -50,6 +51,15 @@ AXES: dict[str, Obj] = {
         }
     },
 }
+
+
+def _combinations() -> list[tuple[str, ...]]:
+    names = sorted(AXES)
+    return [c for n in range(len(names) + 1) for c in itertools.combinations(names, n)]
+
+
+# Every subset of AXES: pod/external x HPA x ServiceMonitor x setup Job (16).
+COMBINATIONS = _combinations()
 
 
 def deep_merge(base: Obj, override: Mapping[str, Any]) -> Obj:
@@ -236,7 +246,7 @@ _SERVICE_MONITOR_SCHEMA: Obj = {
 # kubernetes-validate re-reads and re-parses its (large) schema files on every call; the files
 # never change during a run, so caching the parsed JSON makes the version matrix ~10x faster.
 if not hasattr(kubernetes_validate_utils.schema_contents, "cache_info"):
-    kubernetes_validate_utils.schema_contents = functools.cache(  # type: ignore[assignment]
+    kubernetes_validate_utils.schema_contents = functools.cache(
         kubernetes_validate_utils.schema_contents
     )
 

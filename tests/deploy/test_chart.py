@@ -4,7 +4,6 @@ what its values say."""
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 from typing import Any
 
@@ -14,11 +13,13 @@ import pytest
 from .helpers import (
     AXES,
     CHART_DIR,
+    COMBINATIONS,
     SERVICE_MONITOR_API,
     Obj,
     ci_values_files,
     combination_values,
     container,
+    deep_merge,
     env_map,
     labels_match,
     load_yaml,
@@ -26,10 +27,6 @@ from .helpers import (
     render,
     validated_versions,
 )
-
-COMBINATIONS = [
-    combo for n in range(len(AXES) + 1) for combo in itertools.combinations(sorted(AXES), n)
-]
 
 
 def _id(combo: tuple[str, ...]) -> str:
@@ -42,6 +39,13 @@ def test_lint_is_clean_for_every_claimed_version() -> None:
         assert report["errors"] == [], report
         # Severity 2 = warning, 3 = error; info (e.g. "icon is recommended") is accepted.
         assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+@pytest.mark.parametrize("path", ci_values_files(), ids=lambda p: p.name)
+def test_lint_is_clean_for_each_values_file(path: Any) -> None:
+    report = helm.lint(CHART_DIR, load_yaml(path), strict=True)
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
 
 
 def test_lint_reports_values_that_break_the_schema() -> None:
@@ -138,13 +142,9 @@ def test_gpu_node_selection_applies_in_pod_mode_only() -> None:
     values = {"vllm": {"nodeSelector": {"gpu": "l4"}}, "nodeSelector": {"zone": "a"}}
     pod = pod_spec(render(values).one("Deployment"))
     assert pod is not None and pod["nodeSelector"] == {"gpu": "l4", "zone": "a"}
-    external = deep_external(values)
+    external = deep_merge(values, AXES["external"])
     pod = pod_spec(render(external).one("Deployment"))
     assert pod is not None and pod["nodeSelector"] == {"zone": "a"}
-
-
-def deep_external(values: Obj) -> Obj:
-    return {**values, "vllm": {**values["vllm"], **AXES["external"]["vllm"]}}
 
 
 def test_weight_cache_pvc() -> None:
@@ -190,7 +190,7 @@ def test_hpa_cpu_and_custom_metric() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == "rerank-sidecar"
     types = {m["type"]: m for m in hpa["spec"]["metrics"]}
     assert types["Resource"]["resource"]["target"]["averageUtilization"] == 75
-    assert types["Pods"]["pods"]["metric"]["name"] == "rerank_queued_pairs"
+    assert types["Pods"]["pods"]["metric"]["name"] == "rerank_queue_pairs"
     only_custom = {
         "autoscaling": {
             "enabled": True,
@@ -240,6 +240,7 @@ def test_setup_job_runs_the_cli_as_a_post_install_hook() -> None:
     assert args[args.index("--index") + 1] == "docs"
     assert args[args.index("--fields") + 1] == "title,body"
     assert args[args.index("--ca-certs") + 1] == "/etc/rerank-sidecar/ca/ca.crt"
+    assert args[args.index("--wait-timeout") + 1] == "120"
     assert "--insecure" not in args
     env = env_map(c)
     assert env["OPENSEARCH_USERNAME"] == {
@@ -249,6 +250,19 @@ def test_setup_job_runs_the_cli_as_a_post_install_hook() -> None:
     assert env["RERANK_SIDECAR_TOKEN"]["secretKeyRef"]["name"] == "rerank-sidecar-auth"
     volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}  # type: ignore[index]
     assert volumes["ca"]["secret"]["secretName"] == "opensearch-ca"
+
+
+def test_setup_job_first_waits_for_the_sidecar() -> None:
+    values = load_yaml(CHART_DIR / "ci" / "setup-values.yaml")
+    values["setup"]["sidecarWaitSeconds"] = 600
+    spec = pod_spec(_job(render(values), "setup"))
+    assert spec is not None
+    (wait,) = spec["initContainers"]
+    script, url, seconds = wait["args"]
+    compile(script, "wait-for-sidecar", "exec")
+    assert (url, seconds) == ("http://rerank-sidecar.search.svc:8080/readyz", "600")
+    teardown = pod_spec(_job(render(values), "teardown"))
+    assert teardown is not None and "initContainers" not in teardown
 
 
 def test_setup_job_for_elasticsearch_with_an_api_key() -> None:
@@ -384,3 +398,9 @@ def test_names_respect_the_63_character_limit() -> None:
     for obj in out.objects:
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
     assert len({o["metadata"]["name"] for o in out.objects if o["kind"] == "Job"}) == 2
+
+
+def test_recreate_strategy_drops_the_rolling_update_block() -> None:
+    deploy = render({"updateStrategy": {"type": "Recreate"}}).one("Deployment")
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert render().one("Deployment")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

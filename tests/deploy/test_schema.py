@@ -36,7 +36,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("values", "where"), [c[1:] for c in BAD_VALUES], ids=[c[0] for c in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("values", "where"), [c[1:] for c in BAD_VALUES], ids=[c[0] for c in BAD_VALUES]
+)
 def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as caught:
         render(values)
@@ -57,9 +59,9 @@ def test_schema_is_strict_at_every_level() -> None:
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node:
-                if "additionalProperties" not in node:
-                    missing.append(path)
+            is_object = node.get("type") == "object" and "properties" in node
+            if is_object and "additionalProperties" not in node:
+                missing.append(path)
             for key, value in node.items():
                 walk(value, f"{path}/{key}")
         elif isinstance(node, list):

@@ -4,13 +4,12 @@ fields) of every Kubernetes minor version the chart claims (Chart.yaml kubeVersi
 from __future__ import annotations
 
 import copy
-import itertools
 
 import kubernetes_validate
 import pytest
 
 from .helpers import (
-    AXES,
+    COMBINATIONS,
     SERVICE_MONITOR_API,
     Obj,
     ci_values_files,
@@ -26,9 +25,6 @@ from .helpers import (
 
 VERSIONS = validated_versions()
 EDGE_VERSIONS = sorted({VERSIONS[0], VERSIONS[-1]})
-COMBINATIONS = [
-    combo for n in range(len(AXES) + 1) for combo in itertools.combinations(sorted(AXES), n)
-]
 OVERLAYS = ["base", "overlays/gpu", "overlays/cpu-dev"]
 needs_kubectl = pytest.mark.skipif(kubectl() is None, reason="kubectl (for kustomize) not found")
 
@@ -89,6 +85,8 @@ def test_validation_catches_a_misspelt_field() -> None:
 
 def test_validation_catches_a_bad_service_monitor() -> None:
     values = combination_values(("servicemonitor",))
-    monitor = copy.deepcopy(render(values, api_versions=(SERVICE_MONITOR_API,)).one("ServiceMonitor"))
+    monitor = copy.deepcopy(
+        render(values, api_versions=(SERVICE_MONITOR_API,)).one("ServiceMonitor")
+    )
     monitor["spec"]["endpoints"][0]["intervall"] = "30s"
     assert _errors([monitor], VERSIONS[-1]) != []
