@@ -3,8 +3,9 @@
 Pairs from concurrent requests share one FIFO queue keyed by their exact model input, so an
 identical pair queued or in flight is scored once for every request that asked for it. A loop cuts
 the queue into backend calls by a token budget and a pair count, with a bounded number of calls in
-flight; while calls are in flight it waits at most `max_wait_ms` for the next batch to fill. A request that leaves (client gone,
-deadline) takes its pairs out of the queue unless another request still wants them.
+flight; while calls are in flight it waits at most `max_wait_ms` for the next batch to fill. A
+request that leaves (client gone, deadline) takes its pairs out of the queue unless another request
+still wants them.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from sidecar import routes
+from sidecar import routes, routes_opensearch
 from sidecar.app import METRICS, SETTINGS, bearer_token, errors_as_json, observe, scoring_pipeline
 from sidecar.config import Settings
 from sidecar.metrics import Metrics
@@ -22,6 +22,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(scoring_pipeline)
     routes.add_routes(app)
+    routes_opensearch.add_routes(app)
     return app
 
 

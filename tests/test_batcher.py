@@ -23,10 +23,12 @@ class ScriptedBackend:
         self.calls: list[list[object]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.called = asyncio.Event()
         self.fail_with: Exception | None = None
 
     async def score(self, payloads: Sequence[object]) -> list[float]:
         self.calls.append(list(payloads))
+        self.called.set()
         await self.gate.wait()
         if self.fail_with:
             raise self.fail_with
@@ -111,8 +113,7 @@ async def test_a_request_that_leaves_takes_its_queued_pairs_with_it() -> None:
     backend.gate.clear()
     batcher = await started(backend, policy(max_wait_s=0))
     first = asyncio.create_task(batcher.score([pair(1)], deadline=far()))
-    while not backend.calls:
-        await asyncio.sleep(0.001)
+    await backend.called.wait()
     leaving = asyncio.create_task(batcher.score([pair(2), pair(3)], deadline=far()))
     await asyncio.sleep(0.01)
     assert batcher.queued_pairs == 2
@@ -131,8 +132,7 @@ async def test_full_queue_refuses_with_a_retry_hint_but_joining_queued_pairs_is_
     backend.gate.clear()
     batcher = await started(backend, policy(max_queue_pairs=3, max_wait_s=0))
     first = asyncio.create_task(batcher.score([pair(0)], deadline=far()))
-    while not backend.calls:
-        await asyncio.sleep(0.001)
+    await backend.called.wait()
     queued = asyncio.create_task(batcher.score([pair(1), pair(2), pair(3)], deadline=far()))
     await asyncio.sleep(0.01)
     with pytest.raises(Overloaded) as refused:

@@ -1,4 +1,4 @@
-"""The embedded CPU default: real all-MiniLM-L6-v2 weights, meaningful scores, named as a bi-encoder."""
+"""The embedded CPU default: real all-MiniLM-L6-v2 weights, real scores, named a bi-encoder."""
 
 from __future__ import annotations
 

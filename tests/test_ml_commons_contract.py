@@ -66,7 +66,7 @@ async def test_hits_come_back_reordered_by_the_sidecar_scores(
     documents = [hit["_source"]["body"] for hit in hits]
     scores = await post_like_ml_commons(http, embedded_sidecar, "capital of China", documents)
     reranked = rerank_hits(hits, scores)
-    assert [hit["_id"] for hit in reranked][0] == "beijing"
+    assert reranked[0]["_id"] == "beijing"
     assert [hit["_score"] for hit in reranked] == sorted(scores, reverse=True)
 
 

@@ -32,4 +32,5 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
         settings.vllm_url,
         model_name=settings.vllm_model_name,
         timeout_s=settings.request_timeout_s,
+        max_length=settings.max_length,
     )

@@ -20,10 +20,13 @@ from sidecar.errors import BackendUnavailable, DeadlineExceeded
 class VLLMBackend:
     model_kind = "cross-encoder"
 
-    def __init__(self, urls: Sequence[str], *, model_name: str, timeout_s: float) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, model_name: str, timeout_s: float, max_length: int
+    ) -> None:
         if not urls:
             raise ValueError("VLLMBackend needs at least one URL")
         self.model_name = model_name
+        self._max_length = max_length
         self._urls = list(urls)
         self._inflight = dict.fromkeys(self._urls, 0)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -81,10 +84,19 @@ class VLLMBackend:
             except (aiohttp.ClientError, TimeoutError, BackendUnavailable) as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
-            served = [model.get("id") for model in data.get("data", [])]
-            if self.model_name in served:
-                return
-            errors.append(f"{url} serves {served}, not {self.model_name!r}")
+            models = {model.get("id"): model for model in data.get("data", [])}
+            if self.model_name not in models:
+                errors.append(f"{url} serves {list(models)}, not {self.model_name!r}")
+                continue
+            # A pair longer than vLLM's context would fail every long document: say so up front.
+            max_model_len = models[self.model_name].get("max_model_len")
+            if isinstance(max_model_len, int) and max_model_len < self._max_length:
+                errors.append(
+                    f"{url} has max_model_len {max_model_len} < the sidecar's max_length "
+                    f"{self._max_length}: lower --max-length or raise vLLM's --max-model-len"
+                )
+                continue
+            return
         raise BackendUnavailable("; ".join(errors))
 
     async def _get(self, url: str) -> Any:

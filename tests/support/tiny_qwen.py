@@ -22,7 +22,7 @@ def qwen_tokenizer_dir() -> Path:
 
 
 def build_tiny_qwen3(target: Path) -> Path:
-    """Write a tiny Qwen3ForCausalLM (hidden 64, head_dim 32) plus the real tokenizer to `target`."""
+    """Write a tiny Qwen3ForCausalLM (hidden 64, head_dim 32) + the real tokenizer to `target`."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
