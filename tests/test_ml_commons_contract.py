@@ -16,7 +16,7 @@ from tests.support.ml_commons import (
     COHERE_BLUEPRINT_BODY,
     cohere_rerank_parameters,
     cohere_rerank_post_process,
-    fill_request_body,
+    create_payload,
     rerank_hits,
 )
 
@@ -32,15 +32,15 @@ TRICKY_DOCUMENTS = [
 
 async def post_like_ml_commons(
     http: aiohttp.ClientSession, url: str, query: str, documents: list[str]
-) -> list[float]:
-    body = fill_request_body(
+) -> list[float | None]:
+    body = create_payload(
         COHERE_BLUEPRINT_BODY, cohere_rerank_parameters(query, documents, model="qwen3-reranker")
     )
     async with http.post(
         f"{url}/v1/rerank", data=body.encode(), headers={"Content-Type": "application/json"}
     ) as response:
         assert response.status == 200, await response.text()
-        return cohere_rerank_post_process(await response.read(), len(documents))
+        return cohere_rerank_post_process(await response.read())
 
 
 async def test_escaped_blueprint_body_scores_the_original_texts(

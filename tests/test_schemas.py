@@ -45,7 +45,7 @@ def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process
     raw = orjson.dumps(body)
     assert [r["index"] for r in json.loads(raw)["results"]] == [3, 2, 0, 1]
     assert json.loads(raw)["results"][0]["document"] == {"text": "d"}
-    assert cohere_rerank_post_process(raw, 4) == pytest.approx(scores, rel=1e-8)
+    assert cohere_rerank_post_process(raw) == pytest.approx(scores, rel=1e-8)
 
     top2 = rerank_response(
         model="m",
@@ -64,13 +64,13 @@ def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process
 def test_the_post_process_stand_in_rejects_what_ml_commons_rejects() -> None:
     # The checks the contract tests rely on must be able to fail.
     with pytest.raises(MLCommonsError, match="Double"):
-        cohere_rerank_post_process(b'{"results": [{"index": 0, "relevance_score": 1}]}', 1)
+        cohere_rerank_post_process(b'{"results": [{"index": 0, "relevance_score": 1}]}')
     with pytest.raises(MLCommonsError, match="Double"):
         cohere_rerank_post_process(
-            b'{"results": [{"index": 0, "relevance_score": 0.00033652782440185547}]}', 1
+            b'{"results": [{"index": 0, "relevance_score": 0.00033652782440185547}]}'
         )
     with pytest.raises(MLCommonsError, match="Integer"):
-        cohere_rerank_post_process(b'{"results": [{"index": 0.0, "relevance_score": 0.5}]}', 1)
+        cohere_rerank_post_process(b'{"results": [{"index": 0.0, "relevance_score": 0.5}]}')
 
 
 def test_documents_may_be_strings_or_text_objects_and_unknown_fields_are_ignored() -> None:

@@ -1,0 +1,222 @@
+"""The OpenSearch objects setup creates, as pure functions of the options and cluster version.
+
+Why each value is what it is: docs/connect-your-cluster.md ("Design notes").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from es_integration import MANAGED_MARKER
+from es_integration.options import Options, Timeouts, endpoint_url
+from es_integration.versions import OS_CONNECTOR_RETRY, OS_ML_INFERENCE_REQUEST_PATHS, Version
+
+RERANK_PATH = "/v1/rerank"  # Cohere-shaped contract (CONTRACTS.md §2)
+QUERY_DSL_PATH = "/v1/rerank/query-dsl"  # sidecar/routes_opensearch.py
+SCORE_FIELD = "rerank_sidecar_score"  # written by ml_inference, read and removed by by_field
+CREDENTIAL_KEY = "sidecar_token"
+
+Mechanism = Literal["ml_inference", "ml_opensearch"]
+
+
+def mechanism_for(version: Version) -> Mechanism:
+    """2.18+: plain query DSL is reranked (query read from `$._request.query`); else ext.rerank."""
+    return "ml_inference" if version >= OS_ML_INFERENCE_REQUEST_PATHS else "ml_opensearch"
+
+
+def managed(description: str) -> str:
+    return f"{MANAGED_MARKER}: {description}"
+
+
+def is_managed(description: Any) -> bool:
+    return isinstance(description, str) and description.startswith(MANAGED_MARKER)
+
+
+def client_config(timeouts: Timeouts, version: Version) -> dict[str, Any]:
+    # Both timeouts always set: before 3.6 an unset one meant 30000 s.
+    config: dict[str, Any] = {
+        "max_connection": timeouts.max_connections,
+        "connection_timeout": timeouts.connect_s,
+        "read_timeout": timeouts.read_s,
+    }
+    if version >= OS_CONNECTOR_RETRY:
+        config.update(
+            {
+                "max_retry_times": timeouts.max_retries,
+                "retry_backoff_policy": "exponential_full_jitter",
+                "retry_backoff_millis": timeouts.retry_backoff_ms,
+                "retry_timeout_seconds": timeouts.retry_timeout_s,
+            }
+        )
+    return config
+
+
+def _headers(options: Options) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if options.sidecar_token:
+        headers["Authorization"] = "Bearer ${credential." + CREDENTIAL_KEY + "}"
+    return headers
+
+
+def _credential(options: Options) -> dict[str, str]:
+    return {CREDENTIAL_KEY: options.sidecar_token} if options.sidecar_token else {}
+
+
+def _instruction_fragment(options: Options) -> str:
+    # A literal in the template: connector parameters are substituted without escaping.
+    return f', "instruction": {json.dumps(options.instruction)}' if options.instruction else ""
+
+
+def rerank_request_body(options: Options) -> str:
+    """Filled by connector.pre_process.cohere.rerank: query (escaped, unquoted), documents (raw
+    JSON array), top_n (number)."""
+    return (
+        '{ "query": "${parameters.query}", "documents": ${parameters.documents}, '
+        '"top_n": ${parameters.top_n}' + _instruction_fragment(options) + " }"
+    )
+
+
+def query_dsl_request_body(options: Options) -> str:
+    """Filled by ml_inference: `query` is the JSON object read from `$._request.query` and
+    `documents` a JSON array (one_to_one=false) or one JSON object (true); both are JSON, so
+    ML Commons inserts them raw."""
+    documents = "[${parameters.documents}]" if options.one_to_one else "${parameters.documents}"
+    return (
+        '{ "query": ${parameters.query}, "documents": ' + documents + ", "
+        '"fields": ' + json.dumps(options.fields) + _instruction_fragment(options) + " }"
+    )
+
+
+def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
+    assert options.sidecar_url is not None
+    return {
+        "name": options.names.rerank_connector,
+        "description": managed("Cohere-shaped rerank calls to the sidecar (ml_opensearch)"),
+        "version": 1,
+        "protocol": "http",
+        "parameters": {},
+        "credential": _credential(options),
+        "client_config": client_config(options.timeouts, version),
+        "actions": [
+            {
+                "action_type": "predict",
+                "method": "POST",
+                "url": endpoint_url(options.sidecar_url, RERANK_PATH),
+                "headers": _headers(options),
+                "request_body": rerank_request_body(options),
+                "pre_process_function": "connector.pre_process.cohere.rerank",
+                "post_process_function": "connector.post_process.cohere.rerank",
+            }
+        ],
+    }
+
+
+def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
+    assert options.sidecar_url is not None
+    return {
+        "name": options.names.dsl_connector,
+        "description": managed("query-DSL rerank calls to the sidecar (ml_inference)"),
+        "version": 1,
+        "protocol": "http",
+        "parameters": {},
+        "credential": _credential(options),
+        "client_config": client_config(options.timeouts, version),
+        "actions": [
+            {
+                "action_type": "predict",
+                "method": "POST",
+                "url": endpoint_url(options.sidecar_url, QUERY_DSL_PATH),
+                "headers": _headers(options),
+                "request_body": query_dsl_request_body(options),
+            }
+        ],
+    }
+
+
+def document_selector(fields: list[str]) -> str:
+    """The ml_inference input path that reads each hit's text fields.
+
+    Top-level fields: a multi-property JsonPath plus the (absent) score field, so JsonPath always
+    returns an object; a hit missing every field still gets a score (of empty text) and the
+    score list stays aligned with the hits. Nested fields: the whole `_source` (`$`); the sidecar
+    picks the dot paths listed in the connector's `fields`.
+    """
+    if any("." in name for name in fields):
+        return "$"
+    names = [*fields, SCORE_FIELD]
+    return "$[" + ",".join(f"'{name}'" for name in names) + "]"
+
+
+def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]:
+    return {
+        "description": managed(
+            "reranks the hits of plain query-DSL searches through the sidecar "
+            "(ml_inference writes a score, rerank by_field sorts by it)"
+        ),
+        "response_processors": [
+            {
+                "ml_inference": {
+                    "tag": "rerank-sidecar-score",
+                    "description": "score each hit against the query text of the request",
+                    "model_id": dsl_model_id,
+                    "function_name": "remote",
+                    "input_map": [
+                        {
+                            "query": "$._request.query",
+                            "documents": document_selector(options.fields),
+                        }
+                    ],
+                    "output_map": [
+                        {SCORE_FIELD: "$.scores[0]" if options.one_to_one else "scores"}
+                    ],
+                    "full_response_path": False,
+                    # A request without `query` fails before any call; ignore_failure passes it on.
+                    "ignore_missing": False,
+                    "ignore_failure": True,
+                    "override": True,
+                    "one_to_one": options.one_to_one,
+                }
+            },
+            {
+                "rerank": {
+                    "tag": "rerank-sidecar-sort",
+                    "by_field": {
+                        "target_field": SCORE_FIELD,
+                        "remove_target_field": True,
+                        "keep_previous_score": False,
+                    },
+                    # size:0, track_total_hits:false or a failed scoring: hits pass untouched.
+                    "ignore_failure": True,
+                }
+            },
+        ],
+    }
+
+
+def ml_opensearch_pipeline(options: Options, rerank_model_id: str) -> dict[str, Any]:
+    return {
+        "description": managed(
+            "reranks through the sidecar when the search sends ext.rerank.query_context "
+            "(other searches pass through un-reranked)"
+        ),
+        "response_processors": [
+            {
+                "rerank": {
+                    "tag": "rerank-sidecar-ext",
+                    "ml_opensearch": {"model_id": rerank_model_id},
+                    "context": {"document_fields": list(options.fields)},
+                    # Without ext.rerank the processor fails; unchanged clients keep their hits.
+                    "ignore_failure": True,
+                }
+            }
+        ],
+    }
+
+
+def ext_rerank_example(options: Options) -> dict[str, Any]:
+    field = options.fields[0] if options.fields else "body"
+    return {
+        "query": {"match": {field: "what the user typed"}},
+        "ext": {"rerank": {"query_context": {"query_text": "what the user typed"}}},
+    }

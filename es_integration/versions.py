@@ -1,0 +1,44 @@
+"""Cluster versions and what each one supports (facts and sources: docs/connect-your-cluster.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        match = _VERSION_RE.match(text.strip())
+        if match is None:
+            raise ValueError(f"not a version number: {text!r}")
+        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+# OpenSearch
+OS_MINIMUM = Version(2, 12)  # neural-search `rerank` with `ml_opensearch`
+OS_PRIVATE_IP_SETTING = Version(2, 15)  # before: private/loopback connector hosts always refused
+OS_CONNECTOR_RETRY = Version(2, 15)  # client_config retry fields exist
+# Retries on 429/5xx from 3.8; before, only on an x-amzn-ErrorType throttling answer.
+OS_RETRY_ON_STATUS = Version(3, 8)
+OS_ML_INFERENCE_REQUEST_PATHS = Version(2, 18)  # ml_inference `$._request...` + rerank by_field
+
+# Elasticsearch: the `custom` inference service (8.19 and 9.1+, not 9.0).
+ES_MINIMUM_8 = Version(8, 19)
+ES_MINIMUM_9 = Version(9, 1)
+
+
+def es_supports_custom_service(version: Version) -> bool:
+    if version.major == 8:
+        return version >= ES_MINIMUM_8
+    return version >= ES_MINIMUM_9

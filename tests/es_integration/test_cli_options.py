@@ -1,0 +1,185 @@
+"""CLI surface: flags and environment, --dry-run (validated against the API spec), --json,
+secrets never printed, TLS verification on by default. No cluster needed except the fake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from es_integration import cli
+from es_integration.options import (
+    UsageError,
+    is_private_endpoint,
+    token_fingerprint,
+    trusted_endpoint_regex,
+    validate_fields,
+    validate_instruction,
+)
+from es_integration.os_resources import document_selector
+from es_integration.versions import Version
+from tests.es_integration.conftest import SIDECAR, TOKEN, CliRunner, ClusterFactory
+from tests.es_integration.spec_validator import OpenSearchSpec
+
+
+@pytest.mark.parametrize("version", ["2.12.0", "2.17.1", "2.18.0", "3.0.0", "3.7.0"])
+def test_dry_run_prints_every_request_sends_nothing_and_each_is_valid(
+    spec: OpenSearchSpec, opensearch: ClusterFactory, run_cli: CliRunner, version: str
+) -> None:
+    fake, url = opensearch(version=version)
+    result = run_cli(
+        "opensearch",
+        "setup",
+        "--url",
+        url,
+        "--dry-run",
+        "--assume-version",
+        version,
+        "--sidecar-url",
+        "https://rerank.example.com",
+        "--private-endpoint",
+        "no",
+        "--fields",
+        "title,body",
+        "--index",
+        "products",
+        "--sidecar-token",
+        TOKEN,
+    )
+    assert result.code == 0, result.out
+    assert fake.calls == []
+    lines = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
+    assert len(lines) > 10
+    for request in lines:
+        spec.validate_request(
+            request["method"],
+            request["path"],
+            request.get("params", {}),
+            request.get("body"),
+            Version.parse(version),
+        )
+    assert TOKEN not in result.out
+    assert any(
+        r["body"].get("credential") == {"sidecar_token": "<redacted>"}
+        for r in lines
+        if r.get("body")
+    )
+
+
+def test_dry_run_json_is_one_document_with_the_requests(run_cli: CliRunner) -> None:
+    result = run_cli(
+        "elasticsearch",
+        "setup",
+        "--dry-run",
+        "--sidecar-url",
+        SIDECAR,
+        "--sidecar-token",
+        TOKEN,
+        "--json",
+    )
+    assert result.code == 0, result.out
+    document = result.json()
+    assert document["dry_run"] is True
+    put = next(r for r in document["requests"] if r["method"] == "PUT")
+    assert put["body"]["service_settings"]["secret_parameters"] == {"api_key": "<redacted>"}
+    assert TOKEN not in result.out
+
+
+def test_urls_and_credentials_come_from_the_environment(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    env = {"OPENSEARCH_URL": url, "OPENSEARCH_USERNAME": "admin", "OPENSEARCH_PASSWORD": "pa55word"}
+    result = run_cli("opensearch", "status", env=env)
+    assert result.code == 4  # reached the cluster: setup has not run
+    assert fake.request_headers[0]["authorization"].startswith("Basic ")
+    assert "pa55word" not in result.out
+
+
+def test_no_url_is_a_usage_error(run_cli: CliRunner) -> None:
+    assert run_cli("opensearch", "status").code == 2
+
+
+def test_unreachable_cluster_is_a_clear_failure(run_cli: CliRunner) -> None:
+    result = run_cli(
+        "opensearch", "status", "--url", "http://127.0.0.1:9", "--request-timeout", "2"
+    )
+    assert result.code == 1 and "cannot reach OpenSearch" in result.out
+
+
+def test_tls_is_verified_unless_insecure() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["opensearch", "status", "--url", "https://x:9200"])
+    assert cli.options_from_args(args, {}).tls.verify is True
+    args = parser.parse_args(["opensearch", "status", "--url", "https://x:9200", "--insecure"])
+    assert cli.options_from_args(args, {}).tls.verify is False
+
+
+def test_setup_requires_a_sidecar_url(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli("opensearch", "setup", "--url", url, "--fields", "body").code == 2
+    assert fake.calls == []
+
+
+def test_fields_default_to_the_text_fields_of_the_index(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    result = run_cli(
+        "opensearch", "setup", "--url", url, "--sidecar-url", SIDECAR, "--index", "products"
+    )
+    assert result.code == 0, result.out
+    dsl = next(c for c in fake.connectors.values() if c["name"].endswith("-dsl"))
+    assert '"fields": ["title", "body", "meta.summary"]' in dsl["actions"][0]["request_body"]
+    assert "set --fields to choose" in result.out
+
+
+def test_without_index_or_fields_setup_makes_the_model_only(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    """The compose file's one-liner: connector and model for _predict, no pipelines yet."""
+    fake, url = opensearch(version="2.19.0")
+    result = run_cli("opensearch", "setup", "--url", url, "--sidecar-url", SIDECAR, "--yes")
+    assert result.code == 0, result.out
+    assert fake.pipelines == {} and len(fake.models) == 1
+    status = run_cli("opensearch", "status", "--url", url)
+    assert status.code == 0, status.out
+    assert fake.violations == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fields", "ti'tle"],
+        ["--instruction", "use ${secret}"],
+        ["--sidecar-url", "ftp://x"],
+        ["--name", "Bad Name"],
+        ["--read-timeout", "0"],
+    ],
+)
+def test_bad_values_are_usage_errors(run_cli: CliRunner, argv: list[str]) -> None:
+    assert run_cli("opensearch", "setup", "--dry-run", *argv).code == 2
+
+
+def test_helpers() -> None:
+    regex = trusted_endpoint_regex("http://rerank-sidecar.search.svc:8080")
+    assert regex == "^http://rerank-sidecar\\.search\\.svc:8080/.*$"
+    # ML Commons' ReDoS check (MLCommonsSettings.validateRegexSafety) must accept it.
+    import re
+
+    assert not re.match(r".*\([^)]*[*+?]\)[*+?{].*", regex)
+    assert re.fullmatch(regex, "http://rerank-sidecar.search.svc:8080/v1/rerank/query-dsl")
+    assert not re.fullmatch(regex, "http://rerank-sidecar.search.svc:80800/v1/rerank")
+    assert is_private_endpoint("http://10.1.2.3:8080", resolve=False)
+    assert is_private_endpoint("http://rerank-sidecar:8080", resolve=False)
+    assert is_private_endpoint("http://x.ns.svc.cluster.local", resolve=False)
+    assert not is_private_endpoint("https://rerank.example.com", resolve=False)
+    assert token_fingerprint(None, "c") == ""
+    assert token_fingerprint("t", "c") != token_fingerprint("t", "d")
+    assert token_fingerprint("t", "c").startswith("scrypt:") and token_fingerprint("t", "c") != "t"
+    assert document_selector(["title", "body"]) == "$['title','body','rerank_sidecar_score']"
+    assert document_selector(["meta.title"]) == "$"
+    with pytest.raises(UsageError):
+        validate_fields(["a", "a"])
+    with pytest.raises(UsageError):
+        validate_instruction("  ")

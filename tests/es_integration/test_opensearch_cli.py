@@ -1,0 +1,448 @@
+"""`python -m es_integration opensearch setup|status|teardown` against a recording fake cluster.
+
+Layer 1 of 3 (see conftest): no OpenSearch runs here. Every call the CLI makes is validated
+against the OpenSearch API specification by the fake (`fake.violations` must stay empty), which
+also refuses what OpenSearch refuses (unknown settings per version, untrusted connector URLs,
+updating a connector a deployed model uses, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from es_integration.os_resources import SCORE_FIELD
+from tests.es_integration.conftest import SIDECAR, TOKEN, CliRunner, ClusterFactory, stub_sidecar
+from tests.es_integration.fake_opensearch import FakeOpenSearch
+
+TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
+PRIVATE_IP = "plugins.ml_commons.connector.private_ip_enabled"
+PRIVATE_REGEX = "plugins.ml_commons.trusted_connector_private_endpoints_regex"
+OUR_REGEX = "^http://rerank-sidecar\\.search\\.svc:8080/.*$"
+
+
+def setup_args(url: str, *extra: str) -> list[str]:
+    return [
+        "opensearch",
+        "setup",
+        "--url",
+        url,
+        "--sidecar-url",
+        SIDECAR,
+        "--fields",
+        "title,body",
+        "--index",
+        "products",
+        "--sidecar-token",
+        TOKEN,
+        *extra,
+    ]
+
+
+def snapshot(fake: FakeOpenSearch) -> dict[str, Any]:
+    return copy.deepcopy(
+        {
+            "persistent": fake.persistent,
+            "transient": fake.transient,
+            "indices": fake.indices,
+            "connectors": fake.connectors,
+            "models": {
+                k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")}
+                for k, v in fake.models.items()
+            },
+            "groups": fake.model_groups,
+            "pipelines": fake.pipelines,
+        }
+    )
+
+
+def mutations(fake: FakeOpenSearch, since: int = 0) -> list[str]:
+    return [f"{c.method} {c.path}" for c in fake.calls[since:] if c.mutating]
+
+
+def test_first_setup_on_218_wires_plain_query_dsl_reranking(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.18.0")
+    result = run_cli(*setup_args(url))
+    assert result.code == 0, result.out
+    assert fake.violations == []
+    # Defaults kept, ours appended; in-cluster URL -> private IPs allowed.
+    assert fake.persistent[TRUSTED][:2] == fake.defaults()[TRUSTED]
+    assert fake.persistent[TRUSTED][-1] == OUR_REGEX
+    assert fake.persistent[PRIVATE_IP] == "true"
+    (conn_rerank, conn_dsl) = sorted(fake.connectors.values(), key=lambda c: c["name"])
+    assert (
+        conn_rerank["actions"][0]["pre_process_function"] == "connector.pre_process.cohere.rerank"
+    )
+    assert (
+        conn_rerank["actions"][0]["post_process_function"] == "connector.post_process.cohere.rerank"
+    )
+    for connector in (conn_rerank, conn_dsl):
+        config = connector["client_config"]
+        assert {
+            "connection_timeout",
+            "read_timeout",
+            "max_connection",
+            "max_retry_times",
+            "retry_backoff_policy",
+        } <= set(config)
+        assert config["retry_backoff_policy"].startswith("exponential")
+        assert connector["credential"] == {"sidecar_token": TOKEN}
+        assert (
+            connector["actions"][0]["headers"]["Authorization"]
+            == "Bearer ${credential.sidecar_token}"
+        )
+    assert conn_dsl["actions"][0]["url"] == SIDECAR + "/v1/rerank/query-dsl"
+    assert all(m["model_state"] == "DEPLOYED" for m in fake.models.values())
+    main = fake.pipelines["rerank-sidecar"]["response_processors"]
+    assert list(main[0]) == ["ml_inference"] and list(main[1]) == ["rerank"]
+    assert main[0]["ml_inference"]["input_map"][0]["query"] == "$._request.query"
+    assert main[1]["rerank"]["by_field"]["target_field"] == SCORE_FIELD
+    assert main[0]["ml_inference"]["ignore_failure"] and main[1]["rerank"]["ignore_failure"]
+    assert fake.indices["products"]["index.search.default_pipeline"] == "rerank-sidecar"
+    ext = fake.pipelines["rerank-sidecar-ext"]["response_processors"][0]["rerank"]
+    assert ext["ml_opensearch"]["model_id"] in fake.models
+    assert TOKEN not in result.out
+
+
+def test_setup_twice_creates_nothing_the_second_time(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    before, calls = snapshot(fake), len(fake.calls)
+    again = run_cli(*setup_args(url, "--json"))
+    assert again.code == 0, again.out
+    assert mutations(fake, calls) == []
+    assert snapshot(fake) == before
+    actions = {c["action"] for c in again.json()["changes"]}
+    assert actions <= {"unchanged", "reused"}
+    assert fake.violations == []
+
+
+def test_teardown_is_exactly_the_inverse_and_leaves_other_objects(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    # Someone else's things: a trusted regex, a connector, a pipeline, another index setting.
+    fake.persistent[TRUSTED] = ["^https://other\\.example/.*$"]
+    fake.connectors["theirs"] = {
+        "name": "theirs",
+        "description": "not ours",
+        "actions": [{"action_type": "predict", "method": "POST", "url": "https://other.example/x"}],
+    }
+    fake.pipelines["their-pipeline"] = {"response_processors": []}
+    fake.indices["logs"] = {"index.search.default_pipeline": "their-pipeline"}
+    before = snapshot(fake)
+    first = len(fake.calls)
+    assert run_cli(*setup_args(url)).code == 0
+    created = [c for c in fake.calls[first:] if c.mutating and c.method in ("POST", "PUT")]
+    middle = len(fake.calls)
+    result = run_cli("opensearch", "teardown", "--url", url, "--yes")
+    assert result.code == 0, result.out
+    assert snapshot(fake) == before
+    deletes = [c.path for c in fake.calls[middle:] if c.method == "DELETE"]
+    assert len(deletes) == 7  # 2 pipelines, 2 models, 2 connectors, 1 model group
+    assert sum("_create" in c.path or "_register" in c.path for c in created) == 5
+    assert fake.violations == []
+    # A second teardown finds nothing and changes nothing.
+    calls = len(fake.calls)
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert mutations(fake, calls) == []
+
+
+def test_212_uses_ml_opensearch_with_ignore_failure_and_no_retry_fields(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.12.0")
+    result = run_cli(
+        "opensearch",
+        "setup",
+        "--url",
+        url,
+        "--sidecar-url",
+        "https://rerank.example.com",
+        "--fields",
+        "title",
+        "--index",
+        "products",
+        "--private-endpoint",
+        "no",
+    )
+    assert result.code == 0, result.out
+    assert fake.violations == []
+    assert list(fake.pipelines) == ["rerank-sidecar"]
+    (processor,) = fake.pipelines["rerank-sidecar"]["response_processors"]
+    assert processor["rerank"]["ignore_failure"] is True
+    assert processor["rerank"]["context"] == {"document_fields": ["title"]}
+    (connector,) = fake.connectors.values()
+    assert set(connector["client_config"]) == {
+        "max_connection",
+        "connection_timeout",
+        "read_timeout",
+    }
+    assert connector["credential"] == {}
+    assert "Authorization" not in connector["actions"][0]["headers"]
+    assert PRIVATE_IP not in fake.persistent
+    assert "ext.rerank" in result.out or "ext" in result.out
+
+
+def test_refuses_below_212_naming_the_minimum(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.11.1")
+    fake.spec = None  # the spec's own version checks would refuse first; we want our message
+    result = run_cli(*setup_args(url))
+    assert result.code == 1
+    assert "2.12" in result.out and "too old" in result.out
+    assert mutations(fake) == []
+
+
+def test_private_sidecar_on_214_is_refused_clearly(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.14.0")
+    result = run_cli(*setup_args(url))
+    assert result.code == 1
+    assert "private" in result.out and "2.15" in result.out
+    assert PRIVATE_IP not in fake.persistent
+
+
+def test_missing_neural_search_plugin_is_refused(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0", plugins=("opensearch-ml",))
+    result = run_cli(*setup_args(url))
+    assert result.code == 1 and "opensearch-neural-search" in result.out
+    assert mutations(fake) == []
+
+
+@pytest.mark.parametrize("existing", [[], ["^http://vllm\\.ml\\.svc:8000/.*$"]])
+def test_37_private_endpoint_regex_only_extended_when_in_use(
+    opensearch: ClusterFactory, run_cli: CliRunner, existing: list[str]
+) -> None:
+    fake, url = opensearch(version="3.7.0")
+    if existing:
+        fake.persistent[PRIVATE_REGEX] = list(existing)
+    assert run_cli(*setup_args(url)).code == 0
+    if existing:
+        assert fake.persistent[PRIVATE_REGEX] == [*existing, OUR_REGEX]
+    else:  # an empty list allows every private endpoint; adding one would restrict the others
+        assert PRIVATE_REGEX not in fake.persistent
+    assert fake.violations == []
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert fake.persistent.get(PRIVATE_REGEX, []) == existing
+
+
+def test_foreign_default_pipeline_needs_yes_and_comes_back_on_teardown(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    fake.pipelines["theirs"] = {"response_processors": []}
+    fake.indices["products"]["index.search.default_pipeline"] = "theirs"
+    refused = run_cli(*setup_args(url))
+    assert refused.code == 3 and "--yes" in refused.out
+    assert fake.indices["products"]["index.search.default_pipeline"] == "theirs"
+    assert run_cli(*setup_args(url, "--yes")).code == 0
+    assert fake.indices["products"]["index.search.default_pipeline"] == "rerank-sidecar"
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert fake.indices["products"]["index.search.default_pipeline"] == "theirs"
+
+
+def test_changed_fields_update_in_place_without_duplicates(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    ids = (set(fake.connectors), set(fake.models), set(fake.model_groups))
+    calls = len(fake.calls)
+    result = run_cli(
+        "opensearch",
+        "setup",
+        "--url",
+        url,
+        "--sidecar-url",
+        SIDECAR,
+        "--fields",
+        "body",
+        "--index",
+        "products",
+        "--sidecar-token",
+        TOKEN,
+        "--yes",
+    )
+    assert result.code == 0, result.out
+    assert (set(fake.connectors), set(fake.models), set(fake.model_groups)) == ids
+    changed = mutations(fake, calls)
+    assert not any(p.endswith(("/_create", "/_register")) for p in changed)
+    dsl = next(c for c in fake.connectors.values() if c["name"].endswith("-dsl"))
+    assert '"fields": ["body"]' in dsl["actions"][0]["request_body"]
+    assert any(p.endswith("/_undeploy") for p in changed)  # ML Commons demands it
+    assert all(m["model_state"] == "DEPLOYED" for m in fake.models.values())
+    assert fake.violations == []
+
+
+def test_connector_update_needs_yes_when_models_are_deployed(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    result = run_cli(*setup_args(url, "--instruction", "Find product pages"))
+    assert result.code == 3
+    assert all(m["model_state"] == "DEPLOYED" for m in fake.models.values())
+
+
+def test_new_token_updates_the_credential_and_is_never_printed(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    new_token = "another-5ecret-token"
+    args = setup_args(url, "--yes")
+    args[args.index(TOKEN)] = new_token
+    for extra in ([], ["--json"]):
+        result = run_cli(*args, *extra)
+        assert result.code == 0
+        assert new_token not in result.out and TOKEN not in result.out
+    assert {c["credential"]["sidecar_token"] for c in fake.connectors.values()} == {new_token}
+    updates = [c for c in fake.calls if c.method == "PUT" and "/connectors/" in c.path]
+    assert len(updates) == 2  # once per connector, and not again on the third run
+
+
+def test_status_reports_each_piece_and_a_test_rerank(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    result = run_cli("opensearch", "status", "--url", url, "--fields", "title", "--json")
+    assert result.code == 0, result.out
+    report = result.json()
+    tests = [c for c in report["changes"] if c["resource"].startswith("test rerank")]
+    assert [c["action"] for c in tests] == ["ok", "ok"]
+    assert {c["resource"] for c in report["changes"]} >= {
+        "model group",
+        "connector",
+        "model",
+        "search pipeline",
+        "index setting",
+        "cluster setting",
+    }
+    fake.post = lambda url, headers, body: (503, b'{"error": {"type": "backend_unavailable"}}')
+    broken = run_cli("opensearch", "status", "--url", url)
+    assert broken.code == 4 and "failed" in broken.out
+    assert fake.violations == []
+
+
+def test_status_before_setup_says_so(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    _fake, url = opensearch(version="2.19.0")
+    result = run_cli("opensearch", "status", "--url", url)
+    assert result.code == 4 and "setup has not run" in result.out
+
+
+def test_deploy_timeout_is_a_clear_error(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    _fake, url = opensearch(version="2.19.0", deploy_polls=10_000)
+    result = run_cli(*setup_args(url, "--wait-timeout", "0.2"))
+    assert result.code == 1
+    assert "not DEPLOYED after" in result.out and "--wait-timeout" in result.out
+
+
+def test_deploy_failure_is_reported(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    _fake, url = opensearch(version="2.19.0", deploy_fails=True)
+    result = run_cli(*setup_args(url))
+    assert result.code == 1 and "DEPLOY_FAILED" in result.out
+
+
+def test_objects_with_our_names_made_by_someone_else_are_not_touched(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    fake.pipelines["rerank-sidecar"] = {"description": "hand made", "response_processors": []}
+    result = run_cli(*setup_args(url))
+    assert result.code == 1 and "not made by this tool" in result.out
+    assert fake.pipelines["rerank-sidecar"]["description"] == "hand made"
+
+
+def test_alias_expands_to_its_indices(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    fake, url = opensearch(version="2.19.0")
+    fake.indices.update({"shop-v1": {}, "shop-v2": {}})
+    fake.aliases["shop"] = ["shop-v1", "shop-v2"]
+    args = setup_args(url)
+    args[args.index("products")] = "shop"
+    assert run_cli(*args).code == 0
+    assert {
+        fake.indices[i].get("index.search.default_pipeline") for i in ("shop-v1", "shop-v2")
+    } == {"rerank-sidecar"}
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert fake.indices["shop-v1"] == {} and fake.indices["shop-v2"] == {}
+
+
+def test_missing_index_fails_before_touching_it(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    _fake, url = opensearch(version="2.19.0")
+    args = setup_args(url)
+    args[args.index("products")] = "nope"
+    result = run_cli(*args)
+    assert result.code == 1 and "'nope' does not exist" in result.out
+
+
+def test_access_control_makes_the_model_group_public(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(
+        version="2.19.0",
+        access_control=True,
+        plugins=("opensearch-ml", "opensearch-neural-search", "opensearch-security"),
+    )
+    assert run_cli(*setup_args(url)).code == 0
+    (group,) = fake.model_groups.values()
+    assert group["access"] == "public"
+
+
+def test_teardown_without_yes_is_refused(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    before = snapshot(fake)
+    assert run_cli("opensearch", "teardown", "--url", url).code == 3
+    assert snapshot(fake) == before
+
+
+def test_one_to_one_pipeline_and_connector_shape(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url, "--one-to-one")).code == 0
+    inference = fake.pipelines["rerank-sidecar"]["response_processors"][0]["ml_inference"]
+    assert inference["one_to_one"] is True
+    assert inference["output_map"] == [{SCORE_FIELD: "$.scores[0]"}]
+    dsl = next(c for c in fake.connectors.values() if c["name"].endswith("-dsl"))
+    assert '"documents": [${parameters.documents}]' in dsl["actions"][0]["request_body"]
+    status = run_cli("opensearch", "status", "--url", url, "--json")
+    assert status.code == 0, status.out
+    dsl_calls = [c for c in fake.remote_calls if c.url.endswith("/query-dsl")]
+    assert [len(json.loads(c.body)["documents"]) for c in dsl_calls] == [1, 1]
+
+
+def test_stub_sidecar_answers_both_contracts() -> None:
+    status, raw = stub_sidecar(
+        SIDECAR + "/v1/rerank", {}, json.dumps({"query": "q", "documents": ["a", "bb"]}).encode()
+    )
+    assert status == 200 and [r["index"] for r in json.loads(raw)["results"]] == [1, 0]
+
+
+def test_teardown_stops_while_an_index_it_did_not_attach_uses_the_pipeline(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.0")
+    assert run_cli(*setup_args(url)).code == 0
+    fake.indices["other"] = {"index.search.default_pipeline": "rerank-sidecar"}
+    result = run_cli("opensearch", "teardown", "--url", url, "--yes")
+    assert result.code == 1 and "['other']" in result.out
+    assert "rerank-sidecar" in fake.pipelines and len(fake.models) == 2
+    del fake.indices["other"]["index.search.default_pipeline"]
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert fake.pipelines == {} and fake.models == {}

@@ -1,0 +1,104 @@
+"""sidecar/routes_opensearch.py over HTTP, with a recording stand-in for RerankService.
+
+The bodies are the ones ML Commons fills from the connector setup registers (checked end to end
+against the real service in test_contract_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sidecar.app import RERANK_SERVICE, errors_as_json
+from sidecar.routes_opensearch import QUERY_DSL_PATH, add_routes, document_text
+
+
+class RecordingService:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str], str | None]] = []
+
+    async def score(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        max_tokens_per_doc: int | None = None,
+    ) -> list[float]:
+        self.calls.append((query, list(documents), instruction))
+        return [1.0 / (i + 1) for i in range(len(documents))]
+
+
+@pytest_asyncio.fixture
+async def dsl_app() -> AsyncIterator[tuple[str, RecordingService]]:
+    app = web.Application(middlewares=[errors_as_json])
+    service = RecordingService()
+    app[RERANK_SERVICE] = service  # type: ignore[assignment]
+    add_routes(app)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url(QUERY_DSL_PATH)), service
+    await server.close()
+
+
+async def post(url: str, body: Any) -> tuple[int, dict[str, Any], str]:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        text = await response.text()
+        return response.status, json.loads(text), text
+
+
+async def test_batch_body_as_ml_inference_sends_it(dsl_app: tuple[str, RecordingService]) -> None:
+    url, service = dsl_app
+    body = {
+        "query": {
+            "bool": {
+                "must": [{"match": {"title": {"query": "red shoes", "boost": 1.0}}}],
+                "adjust_pure_negative": True,
+            }
+        },
+        "documents": [
+            {"title": "Red shoes", "body": ["size 42", "leather"], "rerank_sidecar_score": None},
+            {"title": None, "body": None, "rerank_sidecar_score": None},
+        ],
+        "fields": ["title", "body"],
+        "instruction": "Find shoes",
+    }
+    status, data, raw = await post(url, body)
+    assert status == 200, data
+    assert service.calls == [("red shoes", ["Red shoes\nsize 42 leather", ""], "Find shoes")]
+    assert data["query_text"] == "red shoes"
+    assert data["scores"] == [1.0, 0.5]
+    assert '"scores":[1.0,0.5]' in raw  # written with a dot, as ML Commons reads Doubles
+
+
+async def test_query_without_text_is_422_no_query_text(
+    dsl_app: tuple[str, RecordingService],
+) -> None:
+    url, service = dsl_app
+    status, data, _ = await post(url, {"query": {"match_all": {}}, "documents": ["a"]})
+    assert status == 422 and data["error"]["type"] == "no_query_text"
+    assert service.calls == []
+
+
+async def test_invalid_bodies_are_4xx(dsl_app: tuple[str, RecordingService]) -> None:
+    url, _ = dsl_app
+    status, data, _ = await post(url, {"query": {"match": {"t": "x"}}, "documents": []})
+    assert status == 422 and data["error"]["type"] == "validation_error"
+    async with aiohttp.ClientSession() as session, session.post(url, data=b"{nope") as response:
+        assert response.status == 400
+
+
+def test_document_text_rules() -> None:
+    assert document_text({"meta": {"title": "T"}, "body": "B"}, ["meta.title", "body"]) == "T\nB"
+    assert document_text({"meta.title": "flat"}, ["meta.title"]) == "flat"
+    assert document_text({"reviews": [{"text": "good"}, {"text": "bad"}]}, ["reviews.text"]) == (
+        "good bad"
+    )
+    assert document_text({"a": "x", "b": 3}) == "x\n3"
+    assert document_text(["a", ["b", None]]) == "a b"
+    assert document_text(None) == "" and document_text(True) == ""
