@@ -1,6 +1,6 @@
 """Measure what `--one-to-one` costs and what the sidecar's cross-request batching saves.
 
-    .venv/bin/python -m tests.es_integration.measure_one_to_one [--hits 10 50] [--rounds 20]
+    .venv/bin/python -m bench.one_to_one [--hits 10 50] [--rounds 20]
 
 Starts the sidecar (embedded CPU model) twice: with its default batching, then with
 RERANK_MAX_BATCH_PAIRS=1 (every pair its own backend call). For each page size it times, per
@@ -27,7 +27,7 @@ from pathlib import Path
 from tests.es_integration.mlcommons_sim import urllib_post
 from tests.support.servers import free_port, wait_http_ok
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 QUERY = {"match": {"body": "how tall is the eiffel tower"}}
 DOC = {"title": "Eiffel Tower", "body": "The tower is 330 metres tall and was built in 1889 " * 4}
 
