@@ -13,18 +13,21 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.loadgen import LoadResult, run_load
-from tests.support.servers import TINY_SERVED_NAME, free_port, vllm_cpu_server, wait_http_ok
+from tests.support.servers import (
+    TINY_SERVED_NAME,
+    free_port,
+    server_process,
+    sidecar_process,
+    vllm_cpu_server,
+)
 from tests.support.tiny_qwen import build_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,40 +73,6 @@ def request_bodies(count: int, n_docs: int = 50, seed: int = 7) -> list[dict[str
     ]
 
 
-@contextmanager
-def process(
-    args: list[str], health_url: str, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-        try:
-            wait_http_ok(health_url, timeout_s=120, process=proc)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-@contextmanager
-def sidecar(port: int, logs: Path, *args: str) -> Iterator[str]:
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "sidecar",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *args,
-    ]
-    with process(command, f"{url}/readyz", logs / f"sidecar-{port}.log"):
-        yield url
-
-
 def row(name: str, result: LoadResult) -> str:
     return (
         f"| {name} | {result.requests_per_s:8.1f} | {result.pairs_per_s:9.0f} | "
@@ -121,13 +90,16 @@ async def bench_p1(model_dir: Path, logs: Path, total: int) -> None:
     echo_port = free_port()
     bodies = request_bodies(total)
     with (
-        process(
+        server_process(
             [sys.executable, "-m", "bench.echo_server", str(echo_port)],
-            f"http://127.0.0.1:{echo_port}/healthz",
-            logs / "echo.log",
+            health_url=f"http://127.0.0.1:{echo_port}/healthz",
+            log_path=logs / "echo.log",
         ),
-        sidecar(free_port(), logs, "--backend", "null", "--model", str(model_dir)) as url,
+        sidecar_process(
+            logs / "sidecar-null.log", "--backend", "null", "--model", str(model_dir)
+        ) as sidecar_server,
     ):
+        url = sidecar_server.url
         print(HEADER)
         for concurrency in (1, 16):
             echo = await run_load(
@@ -152,7 +124,7 @@ async def parity_gap(http: aiohttp.ClientSession, vllm: str, side: str) -> float
         direct = {x["index"]: x["relevance_score"] for x in (await r.json())["results"]}
     async with http.post(f"{side}/v1/rerank", json=body) as r:
         ours = {x["index"]: x["relevance_score"] for x in (await r.json())["results"]}
-    return max(abs(direct[i] - ours[i]) for i in direct)
+    return max(abs(float(direct[i]) - float(ours[i])) for i in direct)
 
 
 async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
@@ -164,17 +136,17 @@ async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
         vllm_cpu_server(
             model_dir, logs / "vllm.log", extra_args=["--chat-template", str(template)]
         ) as vllm,
-        sidecar(
-            free_port(),
-            logs,
+        sidecar_process(
+            logs / "sidecar-vllm.log",
             "--vllm-url",
             vllm.url,
             "--model",
             str(model_dir),
             "--served-model-name",
             TINY_SERVED_NAME,
-        ) as url,
+        ) as sidecar_server,
     ):
+        url = sidecar_server.url
         async with aiohttp.ClientSession() as http:
             gap = await parity_gap(http, vllm.url, url)
             print(f"score parity, vLLM /rerank vs sidecar: max |Δ| = {gap:.2e}\n")

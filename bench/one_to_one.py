@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from tests.es_integration.mlcommons_sim import urllib_post
-from tests.support.servers import free_port, wait_http_ok
+from tests.support.servers import sidecar_process
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = {"match": {"body": "how tall is the eiffel tower"}}
@@ -34,22 +31,9 @@ DOC = {"title": "Eiffel Tower", "body": "The tower is 330 metres tall and was bu
 
 @contextmanager
 def sidecar(env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=180, process=process)
-        yield f"http://127.0.0.1:{port}/v1/rerank/query-dsl"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+    log = Path(tempfile.mkdtemp(prefix="rerank-one-to-one-")) / "sidecar.log"
+    with sidecar_process(log, env=env) as server:
+        yield f"{server.url}/v1/rerank/query-dsl"
 
 
 def call(url: str, documents: list[dict[str, str]]) -> None:

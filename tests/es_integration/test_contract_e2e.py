@@ -11,15 +11,10 @@ those scores, and that requests without query text pass through untouched.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +23,8 @@ from tests.es_integration import mlcommons_sim as sim
 from tests.es_integration.conftest import TOKEN, CliRunner, ClusterFactory
 from tests.es_integration.fake_elasticsearch import FakeElasticsearch
 from tests.es_integration.fake_opensearch import FakeOpenSearch, serve
-from tests.support.servers import free_port, wait_http_ok
+from tests.support.servers import sidecar_process
 
-REPO = Path(__file__).resolve().parents[2]
 QUERY = 'how tall is the "Eiffel" tower / in metres?'
 DOCS: list[dict[str, Any]] = [
     {"_id": "banana", "_source": {"title": "Bananas", "body": "Bananas are rich in potassium."}},
@@ -53,27 +47,10 @@ DOCS: list[dict[str, Any]] = [
 @pytest.fixture(scope="module")
 def live_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m sidecar serve` (embedded CPU model) with an API token, on loopback."""
-    port = free_port()
     log = tmp_path_factory.mktemp("sidecar") / "sidecar.log"
-    env = {**os.environ, "RERANK_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=180, process=process)
-            yield f"http://127.0.0.1:{port}"
-        except Exception:
-            print(log.read_text()[-4000:], file=sys.stderr)
-            raise
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    env = {"RERANK_API_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}
+    with sidecar_process(log, env=env) as server:
+        yield server.url
 
 
 def rerank_oracle(sidecar: str, query: str, texts: list[str]) -> list[float]:

@@ -62,6 +62,53 @@ class ServerProcess:
 
 
 @contextmanager
+def server_process(
+    command: Sequence[str],
+    *,
+    health_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in its own process group until the block ends; show its log if it fails."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            wait_http_ok(health_url, timeout_s=timeout_s, process=process)
+            yield process
+        except Exception:
+            print(log_path.read_text(errors="replace")[-5000:], file=sys.stderr)
+            raise
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextmanager
+def sidecar_process(
+    log_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """`python -m sidecar serve` on a free loopback port, ready when /readyz answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with server_process(
+        [*command, *args], health_url=f"{url}/readyz", log_path=log_path, env=env
+    ) as process:
+        yield ServerProcess(url, process.pid)
+
+
+@contextmanager
 def vllm_cpu_server(
     model_dir: Path, log_path: Path, *, max_model_len: int = 8192, extra_args: Sequence[str] = ()
 ) -> Iterator[ServerProcess]:
@@ -90,21 +137,11 @@ def vllm_cpu_server(
         json.dumps(QWEN3_RERANKER_OVERRIDES),
         *extra_args,
     ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        try:
-            wait_http_ok(f"http://127.0.0.1:{port}/health", timeout_s=300, process=process)
-            yield ServerProcess(f"http://127.0.0.1:{port}", process.pid)
-        except Exception:
-            print(log_path.read_text()[-5000:], file=sys.stderr)
-            raise
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    with server_process(
+        command,
+        health_url=f"http://127.0.0.1:{port}/health",
+        log_path=log_path,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"},
+        timeout_s=300,
+    ) as process:
+        yield ServerProcess(f"http://127.0.0.1:{port}", process.pid)

@@ -43,12 +43,11 @@ def build_tiny_qwen3(target: Path) -> Path:
         num_key_value_heads=1,
         head_dim=32,
         max_position_embeddings=32768,
-        rope_theta=1000000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         tie_word_embeddings=False,
-        torch_dtype="float32",
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
-    model = Qwen3ForCausalLM(config).eval()
+    model = Qwen3ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
     yes_id = tokenizer.convert_tokens_to_ids("yes")
     no_id = tokenizer.convert_tokens_to_ids("no")
     with torch.no_grad():
