@@ -88,11 +88,20 @@ def query_dsl_request_body(options: Options) -> str:
     )
 
 
-def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
+def _sidecar_connector(
+    options: Options,
+    version: Version,
+    *,
+    name: str,
+    purpose: str,
+    path: str,
+    request_body: str,
+    functions: dict[str, str],
+) -> dict[str, Any]:
     assert options.sidecar_url is not None
     return {
-        "name": options.names.rerank_connector,
-        "description": managed("Cohere-shaped rerank calls to the sidecar (ml_opensearch)"),
+        "name": name,
+        "description": managed(purpose),
         "version": 1,
         "protocol": "http",
         "parameters": {},
@@ -102,36 +111,41 @@ def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
             {
                 "action_type": "predict",
                 "method": "POST",
-                "url": endpoint_url(options.sidecar_url, RERANK_PATH),
+                "url": endpoint_url(options.sidecar_url, path),
                 "headers": _headers(options),
-                "request_body": rerank_request_body(options),
-                "pre_process_function": "connector.pre_process.cohere.rerank",
-                "post_process_function": "connector.post_process.cohere.rerank",
+                "request_body": request_body,
+                **functions,
             }
         ],
     }
+
+
+def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
+    return _sidecar_connector(
+        options,
+        version,
+        name=options.names.rerank_connector,
+        purpose="Cohere-shaped rerank calls to the sidecar (ml_opensearch)",
+        path=RERANK_PATH,
+        request_body=rerank_request_body(options),
+        functions={
+            "pre_process_function": "connector.pre_process.cohere.rerank",
+            "post_process_function": "connector.post_process.cohere.rerank",
+        },
+    )
 
 
 def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
-    assert options.sidecar_url is not None
-    return {
-        "name": options.names.dsl_connector,
-        "description": managed("query-DSL rerank calls to the sidecar (ml_inference)"),
-        "version": 1,
-        "protocol": "http",
-        "parameters": {},
-        "credential": _credential(options),
-        "client_config": client_config(options.timeouts, version),
-        "actions": [
-            {
-                "action_type": "predict",
-                "method": "POST",
-                "url": endpoint_url(options.sidecar_url, QUERY_DSL_PATH),
-                "headers": _headers(options),
-                "request_body": query_dsl_request_body(options),
-            }
-        ],
-    }
+    # No post-process function: ml_inference reads `scores` from the raw response (dataAsMap).
+    return _sidecar_connector(
+        options,
+        version,
+        name=options.names.dsl_connector,
+        purpose="query-DSL rerank calls to the sidecar (ml_inference)",
+        path=QUERY_DSL_PATH,
+        request_body=query_dsl_request_body(options),
+        functions={},
+    )
 
 
 def document_selector(fields: list[str]) -> str:
