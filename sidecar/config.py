@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 QWEN3_DEFAULT_INSTRUCTION = (
@@ -56,6 +56,16 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [str(url).strip().rstrip("/") for url in value if str(url).strip()]
         return value
+
+    @model_validator(mode="after")
+    def _largest_request_fits_the_queue(self) -> Settings:
+        # Otherwise a request of max_documents could never be admitted: 429 forever.
+        if self.max_queue_pairs < self.max_documents:
+            raise ValueError(
+                f"max_queue_pairs ({self.max_queue_pairs}) must be at least max_documents "
+                f"({self.max_documents})"
+            )
+        return self
 
     @property
     def backend_kind(self) -> Literal["vllm", "embedded", "null"]:

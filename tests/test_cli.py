@@ -79,3 +79,23 @@ def test_every_setting_is_a_documented_flag() -> None:
     ):
         assert flag in result.stdout
     assert "RERANK_MAX_BATCH_TOKENS" in result.stdout
+
+
+def test_a_queue_smaller_than_the_largest_request_is_refused_at_start() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "serve",
+            "--max-queue-pairs",
+            "10",
+            "--max-documents",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "max_queue_pairs (10) must be at least max_documents (20)" in result.stderr
