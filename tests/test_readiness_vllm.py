@@ -1,4 +1,4 @@
-"""Readiness against a real vLLM CPU server: the model must be served with a long enough context."""
+"""Readiness and replicas against a real vLLM CPU server."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from sidecar.config import Settings
 from tests.conftest import SidecarFactory
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -21,3 +22,15 @@ async def test_readyz_refuses_a_max_length_beyond_vllms_context(
     ready_url = await start_sidecar(vllm_settings)
     async with http.get(f"{ready_url}/readyz") as response:
         assert response.status == 200
+
+
+async def test_a_replica_that_refuses_connections_is_skipped(
+    start_sidecar: SidecarFactory, vllm_settings: Settings, http: aiohttp.ClientSession
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    url = await start_sidecar(vllm_settings, vllm_url=[dead, *vllm_settings.vllm_url])
+    async with http.get(f"{url}/readyz") as response:
+        assert response.status == 200
+    for _ in range(3):
+        async with http.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}) as r:
+            assert r.status == 200, await r.text()

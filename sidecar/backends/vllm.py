@@ -8,6 +8,7 @@ token ids spares vLLM a second tokenization and applies no chat template (CONTRA
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,9 @@ import aiohttp
 import orjson
 
 from sidecar.errors import BackendUnavailable, DeadlineExceeded
+
+CONNECT_TIMEOUT_S = 2.0
+REPLICA_COOLDOWN_S = 5.0
 
 
 class VLLMBackend:
@@ -29,7 +33,9 @@ class VLLMBackend:
         self._max_length = max_length
         self._urls = list(urls)
         self._inflight = dict.fromkeys(self._urls, 0)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._down_until = dict.fromkeys(self._urls, 0.0)
+        # A replica that does not accept the connection fails fast, not at the request deadline.
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -41,19 +47,24 @@ class VLLMBackend:
         if self._session is not None:
             await self._session.close()
 
-    def _replicas_least_loaded_first(self) -> list[str]:
-        return sorted(self._urls, key=lambda url: self._inflight[url])
+    def _replicas_in_order(self) -> list[str]:
+        """Replicas that failed to connect lately go last; the rest least loaded first."""
+        now = time.monotonic()
+        return sorted(
+            self._urls, key=lambda url: (self._down_until[url] > now, self._inflight[url])
+        )
 
     async def score(self, payloads: Sequence[object]) -> list[float]:
         body = {"model": self.model_name, "input": list(payloads)}
         last_error = "no vLLM replica answered"
         # A replica that refuses connections is skipped; one that accepted the work is not retried,
         # so a slow replica cannot double the load.
-        for url in self._replicas_least_loaded_first():
+        for url in self._replicas_in_order():
             self._inflight[url] += 1
             try:
                 data = await self._post(f"{url}/classify", body)
-            except aiohttp.ClientConnectionError as exc:
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                self._down_until[url] = time.monotonic() + REPLICA_COOLDOWN_S
                 last_error = f"vLLM at {url} is unreachable: {exc}"
                 continue
             finally:
@@ -71,6 +82,10 @@ class VLLMBackend:
                         f"vLLM answered {response.status}: {raw[:300].decode(errors='replace')}"
                     )
                 return orjson.loads(raw)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            raise  # never reached the replica: score() tries the next one
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailable(f"vLLM at {url} failed mid-request: {exc!r}") from None
         except TimeoutError:
             raise DeadlineExceeded(f"vLLM at {url} did not answer in time") from None
         except orjson.JSONDecodeError:
