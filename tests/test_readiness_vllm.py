@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 
 from sidecar.config import Settings
 from tests.conftest import SidecarFactory
-from tests.support.servers import free_port
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -34,3 +36,19 @@ async def test_a_replica_that_refuses_connections_is_skipped(
     for _ in range(3):
         async with http.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}) as r:
             assert r.status == 200, await r.text()
+
+
+async def test_readyz_is_503_within_seconds_when_vllm_stops_answering(
+    start_sidecar: SidecarFactory,
+    vllm_settings: Settings,
+    vllm_server: ServerProcess,
+    http: aiohttp.ClientSession,
+) -> None:
+    url = await start_sidecar(vllm_settings)
+    with vllm_server.paused():
+        started = time.monotonic()
+        async with http.get(f"{url}/readyz") as response:
+            assert response.status == 503
+        assert time.monotonic() - started < 8
+    async with http.get(f"{url}/readyz") as response:
+        assert response.status == 200

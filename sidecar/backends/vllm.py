@@ -19,6 +19,8 @@ from sidecar.errors import BackendUnavailable, DeadlineExceeded
 
 CONNECT_TIMEOUT_S = 2.0
 REPLICA_COOLDOWN_S = 5.0
+READINESS_TEXT = "readiness probe"
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
 class VLLMBackend:
@@ -72,10 +74,14 @@ class VLLMBackend:
             return _scores_from(data, expected=len(payloads))
         raise BackendUnavailable(last_error)
 
-    async def _post(self, url: str, body: dict[str, Any]) -> Any:
+    async def _post(
+        self, url: str, body: dict[str, Any], client_timeout: aiohttp.ClientTimeout | None = None
+    ) -> Any:
         assert self._session is not None, "start() the backend first"
+        # Never pass timeout=None: to aiohttp that means no timeout at all.
+        timeout = client_timeout or self._timeout
         try:
-            async with self._session.post(url, json=body) as response:
+            async with self._session.post(url, json=body, timeout=timeout) as response:
                 raw = await response.read()
                 if response.status != 200:
                     raise BackendUnavailable(
@@ -111,12 +117,23 @@ class VLLMBackend:
                     f"{self._max_length}: lower --max-length or raise vLLM's --max-model-len"
                 )
                 continue
+            # Listed is not answering: score one short text for real.
+            try:
+                probe = await self._post(
+                    f"{url}/classify",
+                    {"model": self.model_name, "input": [READINESS_TEXT]},
+                    client_timeout=PROBE_TIMEOUT,
+                )
+                _scores_from(probe, expected=1)
+            except (aiohttp.ClientError, BackendUnavailable) as exc:
+                errors.append(f"{url} lists the model but does not score: {exc}")
+                continue
             return
         raise BackendUnavailable("; ".join(errors))
 
     async def _get(self, url: str) -> Any:
         assert self._session is not None, "start() the backend first"
-        async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+        async with self._session.get(url, timeout=PROBE_TIMEOUT) as response:
             if response.status != 200:
                 raise BackendUnavailable(f"answered {response.status}")
             return orjson.loads(await response.read())
