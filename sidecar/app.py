@@ -63,7 +63,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             for name, value in exc.headers.items()
             if name.lower() not in ("content-type", "content-length")
         }
-        return error_response(exc.status, error_type, message or exc.reason, headers)
+        return error_response(exc.status, error_type, message, headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the sidecar failed; see its log")

@@ -17,7 +17,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sidecar.backends.base import PreparedPair
 from sidecar.errors import BackendUnavailable, DeadlineExceeded, Overloaded, SidecarError
@@ -50,7 +50,6 @@ class _Throughput:
     """Recent pairs per second, to tell a client when to come back."""
 
     pairs_per_s: float = 0.0
-    _last: float = field(default_factory=time.monotonic)
 
     def observe(self, pairs: int, seconds: float) -> None:
         rate = pairs / max(seconds, 1e-3)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tokenizers import Tokenizer
 
@@ -91,7 +91,8 @@ class MiniLMBackend:
     async def score(self, payloads: Sequence[object]) -> list[float]:
         if self._model is None:
             raise BackendUnavailable("the embedded model is not loaded")
-        pairs = [payload for payload in payloads if isinstance(payload, tuple)]
+        # The payloads are what MiniLMPairEncoder made: (query, document) texts.
+        pairs = [cast(tuple[str, str], payload) for payload in payloads]
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._score_sync, pairs
         )
