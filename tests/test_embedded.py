@@ -48,3 +48,12 @@ async def test_embedded_model_cuts_documents_by_its_own_tokens(
     ) as response:
         uncut = (await response.json())["results"][0]["relevance_score"]
     assert uncut != scores[0]
+
+
+async def test_documents_over_the_models_256_token_limit_are_reported_as_cut(
+    embedded_sidecar: str, http: aiohttp.ClientSession
+) -> None:
+    body = {"query": "Berlin", "documents": ["Berlin " + "word " * 300, "Berlin is big"]}
+    async with http.post(f"{embedded_sidecar}/v1/rerank", json=body) as response:
+        data = await response.json()
+    assert data["meta"]["truncated_documents"] == 1

@@ -60,7 +60,7 @@ class MiniLMPairEncoder:
                     key=hashlib.blake2b(f"{query}\x00{text}".encode(), digest_size=16).digest(),
                     n_tokens=query_tokens + min(len(spans), limit) + 2,
                     payload=(query, text),
-                    truncated=truncated and max_tokens_per_doc is not None,
+                    truncated=truncated,
                 )
             )
         return pairs
@@ -112,4 +112,8 @@ class MiniLMBackend:
 
 
 def load_minilm_tokenizer() -> Tokenizer:
-    return Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
+    # The shipped tokenizer.json pads and cuts to 128 tokens; we count and cut ourselves.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
