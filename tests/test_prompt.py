@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
 from sidecar.config import QWEN3_DEFAULT_INSTRUCTION
 from sidecar.errors import ValidationFailed
-from sidecar.prompt import QWEN3_PREFIX, QWEN3_SUFFIX, QwenPromptEncoder, format_pair
+from sidecar.prompt import (
+    QWEN3_PREFIX,
+    QWEN3_SUFFIX,
+    QwenPromptEncoder,
+    format_pair,
+    load_tokenizer,
+)
 from tests.support.tiny_qwen import qwen_tokenizer_dir
 
 INSTRUCTION = QWEN3_DEFAULT_INSTRUCTION
@@ -131,3 +138,18 @@ def test_ids_equal_whole_text_tokenization_on_random_text(tokenizer: Tokenizer) 
                 format_pair(instruction, query, document), add_special_tokens=False
             ).ids
             assert pair.payload == whole, (query, instruction, document)
+
+
+def test_truncation_and_padding_saved_in_tokenizer_json_are_switched_off(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    saved = Tokenizer.from_str(tokenizer.to_str())
+    saved.enable_truncation(16)
+    saved.enable_padding(length=16)
+    saved.save(str(tmp_path / "tokenizer.json"))
+    loaded = load_tokenizer(str(tmp_path))
+    long_text = "word " * 50
+    expected = tokenizer.encode(long_text, add_special_tokens=False).ids
+    assert len(expected) > 16
+    assert loaded.encode(long_text, add_special_tokens=False).ids == expected
+    assert len(loaded.encode("word", add_special_tokens=False).ids) == 1

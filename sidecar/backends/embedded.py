@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from sidecar.backends.base import PreparedPair
 from sidecar.errors import BackendUnavailable
+from sidecar.prompt import load_tokenizer
 
 EMBEDDED_MODEL_NAME = "all-MiniLM-L6-v2 (embedded bi-encoder)"
 # sentence-transformers' own limit for this model; longer texts are cut by it as well.
@@ -112,8 +113,5 @@ class MiniLMBackend:
 
 
 def load_minilm_tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(minilm_model_dir() / "tokenizer.json"))
-    # The shipped tokenizer.json pads and cuts to 128 tokens; we count and cut ourselves.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    # Its shipped tokenizer.json pads and cuts to 128 tokens; load_tokenizer undoes both.
+    return load_tokenizer(str(minilm_model_dir()))
