@@ -64,7 +64,7 @@ class VLLMBackend:
         for url in self._replicas_in_order():
             self._inflight[url] += 1
             try:
-                data = await self._post(f"{url}/classify", body)
+                data = await self._call("POST", f"{url}/classify", body)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 self._down_until[url] = time.monotonic() + REPLICA_COOLDOWN_S
                 last_error = f"vLLM at {url} is unreachable: {exc}"
@@ -74,14 +74,18 @@ class VLLMBackend:
             return _scores_from(data, expected=len(payloads))
         raise BackendUnavailable(last_error)
 
-    async def _post(
-        self, url: str, body: dict[str, Any], client_timeout: aiohttp.ClientTimeout | None = None
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None = None,
+        client_timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
         assert self._session is not None, "start() the backend first"
         # Never pass timeout=None: to aiohttp that means no timeout at all.
         timeout = client_timeout or self._timeout
         try:
-            async with self._session.post(url, json=body, timeout=timeout) as response:
+            async with self._session.request(method, url, json=body, timeout=timeout) as response:
                 raw = await response.read()
                 if response.status != 200:
                     raise BackendUnavailable(
@@ -101,11 +105,12 @@ class VLLMBackend:
         errors = []
         for url in self._urls:
             try:
-                data = await self._get(f"{url}/v1/models")
-            except (aiohttp.ClientError, TimeoutError, BackendUnavailable) as exc:
+                data = await self._call("GET", f"{url}/v1/models", client_timeout=PROBE_TIMEOUT)
+            except (aiohttp.ClientError, BackendUnavailable) as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
                 continue
-            models = {model.get("id"): model for model in data.get("data", [])}
+            listed = data.get("data", []) if isinstance(data, dict) else []
+            models = {model.get("id"): model for model in listed if isinstance(model, dict)}
             if self.model_name not in models:
                 errors.append(f"{url} serves {list(models)}, not {self.model_name!r}")
                 continue
@@ -119,7 +124,8 @@ class VLLMBackend:
                 continue
             # Listed is not answering: score one short text for real.
             try:
-                probe = await self._post(
+                probe = await self._call(
+                    "POST",
                     f"{url}/classify",
                     {"model": self.model_name, "input": [READINESS_TEXT]},
                     client_timeout=PROBE_TIMEOUT,
@@ -130,13 +136,6 @@ class VLLMBackend:
                 continue
             return
         raise BackendUnavailable("; ".join(errors))
-
-    async def _get(self, url: str) -> Any:
-        assert self._session is not None, "start() the backend first"
-        async with self._session.get(url, timeout=PROBE_TIMEOUT) as response:
-            if response.status != 200:
-                raise BackendUnavailable(f"answered {response.status}")
-            return orjson.loads(await response.read())
 
 
 def _scores_from(data: Any, *, expected: int) -> list[float]:
