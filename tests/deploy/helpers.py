@@ -265,7 +265,8 @@ def validate_object(obj: Obj, version: str) -> None:
 # --- pod specs and policies ---------------------------------------------------
 
 
-def pod_spec(obj: Obj) -> Obj | None:
+def workload_pod_spec(obj: Obj) -> Obj | None:
+    """The pod spec of a Pod or workload; None for other kinds."""
     kind = obj.get("kind")
     if kind == "Pod":
         spec: Obj = obj["spec"]
@@ -276,8 +277,15 @@ def pod_spec(obj: Obj) -> Obj | None:
     return None
 
 
+def pod_spec(obj: Obj) -> Obj:
+    """The pod spec of an object that must have one."""
+    spec = workload_pod_spec(obj)
+    assert spec is not None, f"{obj.get('kind')} has no pod spec"
+    return spec
+
+
 def containers(obj: Obj) -> Iterator[Obj]:
-    spec = pod_spec(obj)
+    spec = workload_pod_spec(obj)
     if spec:
         yield from spec.get("initContainers", [])
         yield from spec.get("containers", [])
@@ -289,7 +297,7 @@ SENSITIVE_ENV = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_KEY|CREDENTIALS?)
 def policy_violations(obj: Obj) -> list[str]:
     """Hardening rules every rendered workload must follow; returns what is wrong."""
     problems: list[str] = []
-    spec = pod_spec(obj)
+    spec = workload_pod_spec(obj)
     if spec is None:
         return problems
     where = f"{obj['kind']}/{obj['metadata']['name']}"

@@ -67,7 +67,7 @@ def test_default_render_objects() -> None:
         ]
     )
     deploy = out.one("Deployment")
-    assert [c["name"] for c in pod_spec(deploy)["containers"]] == ["sidecar", "vllm"]  # type: ignore[index]
+    assert [c["name"] for c in pod_spec(deploy)["containers"]] == ["sidecar", "vllm"]
     assert deploy["spec"]["replicas"] == 1
 
 
@@ -76,7 +76,7 @@ def test_every_combination_renders(combo: tuple[str, ...]) -> None:
     out = render(combination_values(combo), api_versions=(SERVICE_MONITOR_API,))
     kinds = out.kinds()
     deploy = out.one("Deployment")
-    names = [c["name"] for c in pod_spec(deploy)["containers"]]  # type: ignore[index]
+    names = [c["name"] for c in pod_spec(deploy)["containers"]]
     assert names == (["sidecar"] if "external" in combo else ["sidecar", "vllm"])
     assert ("HorizontalPodAutoscaler" in kinds) == ("hpa" in combo)
     assert ("replicas" in deploy["spec"]) == ("hpa" not in combo)
@@ -135,7 +135,7 @@ def test_cpu_vllm_has_no_gpu_resource_or_toleration() -> None:
     out = render(load_yaml(CHART_DIR / "ci" / "cpu-dev-values.yaml"))
     deploy = out.one("Deployment")
     assert "nvidia.com/gpu" not in json.dumps(container(deploy, "vllm")["resources"])
-    assert "tolerations" not in pod_spec(deploy)  # type: ignore[operator]
+    assert "tolerations" not in pod_spec(deploy)
 
 
 def test_gpu_node_selection_applies_in_pod_mode_only() -> None:
@@ -152,14 +152,14 @@ def test_weight_cache_pvc() -> None:
     pvc = out.one("PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "60Gi"
     assert pvc["spec"]["storageClassName"] == "fast"
-    volumes = {v["name"]: v for v in pod_spec(out.one("Deployment"))["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod_spec(out.one("Deployment"))["volumes"]}
     assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
 
 
 def test_existing_claim_is_used_without_creating_one() -> None:
     out = render({"vllm": {"cache": {"type": "pvc", "existingClaim": "weights"}}})
     assert out.maybe("PersistentVolumeClaim") == []
-    volumes = {v["name"]: v for v in pod_spec(out.one("Deployment"))["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod_spec(out.one("Deployment"))["volumes"]}
     assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "weights"
 
 
@@ -248,7 +248,7 @@ def test_setup_job_runs_the_cli_as_a_post_install_hook() -> None:
     }
     assert env["OPENSEARCH_PASSWORD"]["secretKeyRef"]["name"] == "opensearch-credentials"
     assert env["RERANK_SIDECAR_TOKEN"]["secretKeyRef"]["name"] == "rerank-sidecar-auth"
-    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}  # type: ignore[index]
+    volumes = {v["name"]: v for v in pod_spec(job)["volumes"]}
     assert volumes["ca"]["secret"]["secretName"] == "opensearch-ca"
 
 

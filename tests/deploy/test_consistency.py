@@ -273,7 +273,7 @@ def test_compose_sidecar_matches_the_chart_cpu_dev_settings() -> None:
 
 
 def test_compose_sidecar_is_hardened_like_the_chart() -> None:
-    pod_ctx = pod_spec(render().one("Deployment"))["securityContext"]  # type: ignore[index]
+    pod_ctx = pod_spec(render().one("Deployment"))["securityContext"]
     for name in ("sidecar", "setup"):
         service = _compose()["services"][name]
         assert service["user"] == f"{pod_ctx['runAsUser']}:{pod_ctx['runAsGroup']}"
