@@ -59,8 +59,13 @@ def _headers(options: Options) -> dict[str, str]:
     return headers
 
 
+# ML Commons refuses to create a connector whose credential is empty ("Connector credential is
+# null or empty list", seen on a real 2.19.1 node); without a token this value is never sent.
+NO_TOKEN_PLACEHOLDER = "no-token"
+
+
 def _credential(options: Options) -> dict[str, str]:
-    return {CREDENTIAL_KEY: options.sidecar_token} if options.sidecar_token else {}
+    return {CREDENTIAL_KEY: options.sidecar_token or NO_TOKEN_PLACEHOLDER}
 
 
 def _instruction_fragment(options: Options) -> str:
