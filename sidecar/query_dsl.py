@@ -155,3 +155,22 @@ def strip_syntax(text: str) -> str:
     text = _SUFFIX.sub(" ", text)
     text = _SPECIAL.sub(" ", text)
     return _squash(text)
+
+
+def client_sort_keys(sort: Any) -> list[str]:
+    """The keys a search sorts by other than relevance (`_score` descending), in order.
+
+    OpenSearch renders the request's `sort` as `[{"price": {"order": "desc"}}, ...]`; clients may
+    also send `"price"`, `["price", "_score"]` or `{"price": "asc"}`. A search that sorts by
+    anything but relevance asked for that order, so it must not be reranked.
+    """
+    items = sort if isinstance(sort, list) else [] if sort is None else [sort]
+    keys: list[str] = []
+    for item in items:
+        entries = item.items() if isinstance(item, dict) else [(item, None)]
+        for key, spec in entries:
+            order = spec.get("order") if isinstance(spec, dict) else spec
+            if key == "_score" and order in (None, "desc", "DESC"):
+                continue
+            keys.append(str(key))
+    return keys

@@ -3,6 +3,7 @@
 The connector that `es_integration` registers sends (ML Commons fills the template):
 
     {"query": <the search's `query` object, as OpenSearch renders it>,
+     "sort": <the search's `sort`, or null>,  # from 2.19.1 set-ups; optional
      "documents": [<per hit: a string, a list, or an object of its fields>, ...],
      "fields": ["title", "body"],            # which keys of object documents, in order
      "instruction": "..."}                   # optional
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sidecar.app import RERANK_SERVICE, json_response
 from sidecar.errors import ValidationFailed
-from sidecar.query_dsl import query_text
+from sidecar.query_dsl import client_sort_keys, query_text
 from sidecar.schemas import format_score, parse_body
 
 QUERY_DSL_PATH = "/v1/rerank/query-dsl"
@@ -33,10 +34,15 @@ class NoQueryText(ValidationFailed):
     error_type = "no_query_text"
 
 
+class ClientSort(ValidationFailed):
+    error_type = "client_sort"
+
+
 class QueryDslRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     query: Any = None
+    sort: Any = None
     documents: list[Any] = Field(min_length=1)
     fields: list[str] | None = None
     instruction: str | None = Field(None, min_length=1)
@@ -77,6 +83,8 @@ def document_text(document: Any, fields: list[str] | None = None) -> str:
 
 async def rerank_query_dsl(request: web.Request) -> web.Response:
     body = parse_body(await request.read(), QueryDslRerankRequest)
+    if sort_keys := client_sort_keys(body.sort):
+        raise ClientSort(f"the search sorts by {sort_keys}; its order is kept, not reranked")
     text = query_text(body.query)
     if not text:
         raise NoQueryText(

@@ -85,6 +85,26 @@ async def test_query_without_text_is_422_no_query_text(
     assert service.calls == []
 
 
+async def test_search_sorted_by_a_field_is_422_client_sort(
+    dsl_app: tuple[str, RecordingService],
+) -> None:
+    url, service = dsl_app
+    query = {"match": {"title": {"query": "boots"}}}
+    # As OpenSearch renders a client's `"sort": [{"price": "desc"}, "_score"]`.
+    sort = [{"price": {"order": "desc"}}, {"_score": {"order": "desc"}}]
+    status, data, _ = await post(url, {"query": query, "sort": sort, "documents": ["a"]})
+    assert status == 422 and data["error"]["type"] == "client_sort"
+    assert "price" in data["error"]["message"]
+    assert service.calls == []
+    # Relevance order (descending _score) and no sort at all are reranked.
+    for relevance in ([{"_score": {"order": "desc"}}], ["_score"], None):
+        status, data, _ = await post(url, {"query": query, "sort": relevance, "documents": ["a"]})
+        assert status == 200, (relevance, data)
+    ascending = {"_score": "asc"}
+    status, data, _ = await post(url, {"query": query, "sort": ascending, "documents": ["a"]})
+    assert status == 422 and data["error"]["type"] == "client_sort"
+
+
 async def test_invalid_bodies_are_4xx(dsl_app: tuple[str, RecordingService]) -> None:
     url, _ = dsl_app
     status, data, _ = await post(url, {"query": {"match": {"t": "x"}}, "documents": []})
