@@ -15,23 +15,22 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from es_integration import dryrun, es_setup, os_setup
+from es_integration import dryrun, es_setup, os_setup, os_status, os_teardown
+from es_integration.errors import EXIT_USAGE, EsIntegrationError, UsageError
 from es_integration.options import (
     Names,
     Options,
     Timeouts,
-    UsageError,
     validate_fields,
     validate_instruction,
     validate_name,
     validate_sidecar_url,
 )
 from es_integration.report import Report
+from es_integration.session import Confirm, Session
 from es_integration.transport import (
     REDACTED,
-    ApiError,
     ClusterAuth,
-    ConnectionFailed,
     DryRunTransport,
     ElasticsearchTransport,
     OpenSearchTransport,
@@ -39,7 +38,21 @@ from es_integration.transport import (
     Transport,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNHEALTHY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_UNHEALTHY = 0, 4  # the others (1 failed, 2 usage, 3 refused): errors.py
+
+Command = Callable[[Session], None]
+COMMANDS: dict[str, dict[str, Command]] = {
+    "opensearch": {
+        "setup": os_setup.setup,
+        "status": os_status.status,
+        "teardown": os_teardown.teardown,
+    },
+    "elasticsearch": {
+        "setup": es_setup.setup,
+        "status": es_setup.status,
+        "teardown": es_setup.teardown,
+    },
+}
 
 ENV_PREFIX = {"opensearch": "OPENSEARCH", "elasticsearch": "ELASTICSEARCH"}
 
@@ -242,7 +255,7 @@ def make_transport(target: str, options: Options, request_timeout: float, out: T
     return cls(options.urls, options.auth, options.tls, request_timeout)
 
 
-def make_confirm(options: Options, stdin: TextIO, out: TextIO) -> Callable[[str], bool]:
+def make_confirm(options: Options, stdin: TextIO, out: TextIO) -> Confirm:
     def confirm(question: str) -> bool:
         if options.assume_yes or options.dry_run:
             return True
@@ -292,24 +305,11 @@ def main(
     confirm = make_confirm(options, stdin or sys.stdin, out)
     code = EXIT_OK
     try:
-        if args.target == "opensearch":
-            run = os_setup.Run(t, options, report, confirm)
-            {"setup": os_setup.setup, "status": os_setup.status, "teardown": os_setup.teardown}[
-                args.command
-            ](run)
-        else:
-            es_run = es_setup.EsRun(t, options, report, confirm)
-            {"setup": es_setup.setup, "status": es_setup.status, "teardown": es_setup.teardown}[
-                args.command
-            ](es_run)
+        COMMANDS[args.target][args.command](Session(t, options, report, confirm))
         if args.command == "status" and not report.ok:
             code = EXIT_UNHEALTHY
-    except UsageError as exc:
-        report.ok, report.error, code = False, str(exc), EXIT_USAGE
-    except os_setup.Refused as exc:
-        report.ok, report.error, code = False, str(exc), EXIT_REFUSED
-    except (os_setup.SetupError, ApiError, ConnectionFailed) as exc:
-        report.ok, report.error, code = False, str(exc), EXIT_FAILED
+    except EsIntegrationError as exc:
+        report.ok, report.error, code = False, str(exc), exc.exit_code
     if args.json:
         document = report.to_json()
         if isinstance(t, DryRunTransport):

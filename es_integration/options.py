@@ -9,12 +9,8 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from es_integration.errors import UsageError
 from es_integration.transport import ClusterAuth, TlsOptions
-
-
-class UsageError(ValueError):
-    """Bad flags or values; the CLI exits with status 2."""
-
 
 # Field names go into JsonPath brackets and JSON strings: keep them to what mappings allow.
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_@][A-Za-z0-9_@.\-]*$")
@@ -23,7 +19,8 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Connector client_config; ML Commons reads both timeouts in seconds (all versions)."""
+    """Connector client_config values, in seconds (2.13 wants milliseconds: os_resources
+    converts; docs/contracts.md §7)."""
 
     connect_s: int = 3
     read_s: int = 10

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from es_integration.answers import as_list, as_object, member, optional_member, text_id
+from es_integration.errors import SetupError
 from es_integration.transport import ApiError, Request, Response, Transport, call
 
 DEFAULT_PIPELINE_SETTING = "index.search.default_pipeline"
@@ -25,15 +27,14 @@ class ClusterInfo:
 
 def cluster_info(t: Transport) -> ClusterInfo:
     info = call(t, "GET", "/").body
-    version = info.get("version", {}) if isinstance(info, dict) else {}
+    version = member(info, "version", dict, "GET /")
+    number = member(version, "number", str, "GET / (version)")
+    distribution = optional_member(version, "distribution", str, "GET / (version)")
     plugins_body = call(t, "GET", "/_cat/plugins", params={"format": "json"}).body
-    plugins = frozenset(
-        str(row.get("component", "")) for row in plugins_body or [] if isinstance(row, dict)
-    )
+    rows = as_list(plugins_body, "GET /_cat/plugins")
+    plugins = frozenset(str(as_object(row, "GET /_cat/plugins").get("component")) for row in rows)
     return ClusterInfo(
-        version=str(version.get("number", "0.0.0")),
-        distribution=str(version.get("distribution", "elasticsearch")),
-        plugins=plugins,
+        version=number, distribution=distribution or "elasticsearch", plugins=plugins
     )
 
 
@@ -64,10 +65,11 @@ def get_cluster_settings(t: Transport) -> ClusterSettings:
         "/_cluster/settings",
         params={"include_defaults": "true", "flat_settings": "true"},
     ).body
+    what = "GET /_cluster/settings"
     return ClusterSettings(
-        persistent=dict(body.get("persistent", {})),
-        transient=dict(body.get("transient", {})),
-        defaults=dict(body.get("defaults", {})),
+        persistent=optional_member(body, "persistent", dict, what) or {},
+        transient=optional_member(body, "transient", dict, what) or {},
+        defaults=optional_member(body, "defaults", dict, what) or {},
     )
 
 
@@ -84,24 +86,31 @@ def index_settings(t: Transport, index: str) -> dict[str, dict[str, Any]]:
         )
     if not response.ok:
         raise ApiError(Request("GET", f"/{index}/_settings"), response)
-    return {name: dict(data.get("settings", {})) for name, data in response.body.items()}
+    return _settings_by_index(response.body, f"GET /{index}/_settings")
+
+
+def _settings_by_index(body: Any, what: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: optional_member(data, "settings", dict, what) or {}
+        for name, data in as_object(body, what).items()
+    }
 
 
 def indices_using_pipeline(t: Transport, pipeline: str) -> list[str]:
     """Every index whose `index.search.default_pipeline` is `pipeline`."""
-    body = call(
-        t, "GET", f"/_settings/{DEFAULT_PIPELINE_SETTING}", params={"flat_settings": "true"}
-    ).body
+    path = f"/_settings/{DEFAULT_PIPELINE_SETTING}"
+    body = call(t, "GET", path, params={"flat_settings": "true"}).body
     return sorted(
         name
-        for name, data in body.items()
-        if data.get("settings", {}).get(DEFAULT_PIPELINE_SETTING) == pipeline
+        for name, flat in _settings_by_index(body, f"GET {path}").items()
+        if flat.get(DEFAULT_PIPELINE_SETTING) == pipeline
     )
 
 
 def text_fields(t: Transport, index: str, limit: int = 8) -> list[str]:
     """The `text` fields of an index mapping (dot paths, objects walked, multi-fields skipped)."""
-    body = call(t, "GET", f"/{_q(index)}/_mapping").body
+    what = f"GET /{index}/_mapping"
+    body = as_object(call(t, "GET", f"/{_q(index)}/_mapping").body, what)
     found: list[str] = []
 
     def walk(properties: dict[str, Any], prefix: str) -> None:
@@ -114,7 +123,8 @@ def text_fields(t: Transport, index: str, limit: int = 8) -> list[str]:
                 walk(spec["properties"], f"{prefix}{name}.")
 
     for data in body.values():
-        walk(data.get("mappings", {}).get("properties", {}), "")
+        mappings = optional_member(data, "mappings", dict, what) or {}
+        walk(optional_member(mappings, "properties", dict, what) or {}, "")
         break  # the first concrete index speaks for an alias
     return found[:limit]
 
@@ -137,8 +147,12 @@ def _search(t: Transport, path: str, query: dict[str, Any]) -> list[dict[str, An
         return []
     if not response.ok:
         raise ApiError(Request("POST", path, {}, {"query": query}), response)
-    hits = response.body.get("hits", {}).get("hits", [])
-    return [{"_id": hit["_id"], **hit.get("_source", {})} for hit in hits]
+    what = f"POST {path}"
+    hits = member(member(response.body, "hits", dict, what), "hits", list, what)
+    return [
+        {**(optional_member(hit, "_source", dict, what) or {}), "_id": text_id(hit, "_id", what)}
+        for hit in hits
+    ]
 
 
 def find_model_groups(t: Transport, name: str) -> list[dict[str, Any]]:
@@ -150,9 +164,8 @@ def register_model_group(t: Transport, name: str, description: str, public: bool
     if public:
         # Search users run the pipeline's models; a private group would refuse them.
         body["access_mode"] = "public"
-    return str(
-        call(t, "POST", "/_plugins/_ml/model_groups/_register", body=body).body["model_group_id"]
-    )
+    path = "/_plugins/_ml/model_groups/_register"
+    return text_id(call(t, "POST", path, body=body).body, "model_group_id", f"POST {path}")
 
 
 def update_model_group(t: Transport, group_id: str, description: str) -> None:
@@ -168,12 +181,14 @@ def find_connectors(t: Transport, name: str) -> list[dict[str, Any]]:
 
 
 def create_connector(t: Transport, body: dict[str, Any]) -> str:
-    return str(call(t, "POST", "/_plugins/_ml/connectors/_create", body=body).body["connector_id"])
+    path = "/_plugins/_ml/connectors/_create"
+    return text_id(call(t, "POST", path, body=body).body, "connector_id", f"POST {path}")
 
 
 def get_connector(t: Transport, connector_id: str) -> dict[str, Any] | None:
+    path = f"/_plugins/_ml/connectors/{connector_id}"
     response = call(t, "GET", f"/_plugins/_ml/connectors/{_q(connector_id)}", allow=(404,))
-    return dict(response.body) if response.ok else None
+    return as_object(response.body, f"GET {path}") if response.ok else None
 
 
 def update_connector(t: Transport, connector_id: str, body: dict[str, Any]) -> None:
@@ -205,30 +220,38 @@ def register_model(
         "model_group_id": group_id,
         "connector_id": connector_id,
     }
+    what = "POST /_plugins/_ml/models/_register"
     result = call(t, "POST", "/_plugins/_ml/models/_register", body=body).body
-    if result.get("model_id"):
-        return str(result["model_id"])
-    task = wait_task(t, str(result["task_id"]), wait_s, "register model " + name)
-    return str(task["model_id"])
+    if optional_member(result, "model_id", str, what):
+        return text_id(result, "model_id", what)
+    task = wait_task(t, text_id(result, "task_id", what), wait_s, "register model " + name)
+    return text_id(task, "model_id", "GET /_plugins/_ml/tasks/<id>")
 
 
 def get_model(t: Transport, model_id: str) -> dict[str, Any] | None:
     response = call(t, "GET", f"/_plugins/_ml/models/{_q(model_id)}", allow=(404,))
-    return dict(response.body) if response.ok else None
+    return as_object(response.body, f"GET /_plugins/_ml/models/{model_id}") if response.ok else None
+
+
+def model_state(t: Transport, model_id: str) -> str | None:
+    """`model_state` of a model; None when the model does not exist."""
+    model = get_model(t, model_id)
+    if model is None:
+        return None
+    return optional_member(model, "model_state", str, f"GET /_plugins/_ml/models/{model_id}")
 
 
 POLL_INTERVAL_S = 1.0
 
 
-class DeployError(Exception):
-    pass
+class DeployError(SetupError):
+    """A model did not reach the wanted state, or an ML task failed."""
 
 
 def wait_model_state(t: Transport, model_id: str, wanted: str, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     while True:
-        model = get_model(t, model_id) or {}
-        state = str(model.get("model_state", "?"))
+        state = model_state(t, model_id) or "?"
         if state == wanted:
             return
         if state == "DEPLOY_FAILED" and wanted == "DEPLOYED":
@@ -259,10 +282,13 @@ def delete_model(t: Transport, model_id: str) -> None:
 def wait_task(t: Transport, task_id: str, wait_s: float, what: str) -> dict[str, Any]:
     deadline = time.monotonic() + wait_s
     while True:
-        task = call(t, "GET", f"/_plugins/_ml/tasks/{_q(task_id)}").body
+        task = as_object(
+            call(t, "GET", f"/_plugins/_ml/tasks/{_q(task_id)}").body,
+            f"GET /_plugins/_ml/tasks/{task_id}",
+        )
         state = task.get("state")
         if state == "COMPLETED":
-            return dict(task)
+            return task
         if state in ("FAILED", "CANCELLED", "COMPLETED_WITH_ERROR"):
             raise DeployError(f"{what}: task {task_id} {state}: {task.get('error', '')}")
         if time.monotonic() >= deadline:
@@ -288,8 +314,7 @@ def get_pipeline(t: Transport, name: str) -> dict[str, Any] | None:
     response = call(t, "GET", f"/_search/pipeline/{_q(name)}", allow=(404,))
     if not response.ok:
         return None
-    body = response.body.get(name)
-    return dict(body) if isinstance(body, dict) else None
+    return optional_member(response.body, name, dict, f"GET /_search/pipeline/{name}")
 
 
 def put_pipeline(t: Transport, name: str, body: dict[str, Any]) -> None:

@@ -1,28 +1,27 @@
 """The OpenSearch objects setup creates, as pure functions of the options and cluster version.
 
-Why each value is what it is: docs/connect-your-cluster.md ("Design notes").
+Why each value is what it is: docs/contracts.md (wire and version facts) and
+docs/connect-your-cluster.md ("Design notes").
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from es_integration import MANAGED_MARKER
 from es_integration.options import Options, Timeouts, endpoint_url
-from es_integration.versions import OS_CONNECTOR_RETRY, OS_ML_INFERENCE_REQUEST_PATHS, Version
+from es_integration.versions import (
+    OS_CLIENT_CONFIG,
+    OS_CLIENT_CONFIG_SECONDS,
+    OS_CONNECTOR_RETRY,
+    Version,
+)
 
-RERANK_PATH = "/v1/rerank"  # Cohere-shaped contract (CONTRACTS.md §2)
+RERANK_PATH = "/v1/rerank"  # Cohere-shaped contract (docs/contracts.md §2)
 QUERY_DSL_PATH = "/v1/rerank/query-dsl"  # sidecar/routes_opensearch.py
 SCORE_FIELD = "rerank_sidecar_score"  # written by ml_inference, read and removed by by_field
 CREDENTIAL_KEY = "sidecar_token"
-
-Mechanism = Literal["ml_inference", "ml_opensearch"]
-
-
-def mechanism_for(version: Version) -> Mechanism:
-    """2.18+: plain query DSL is reranked (query read from `$._request.query`); else ext.rerank."""
-    return "ml_inference" if version >= OS_ML_INFERENCE_REQUEST_PATHS else "ml_opensearch"
 
 
 def managed(description: str) -> str:
@@ -33,12 +32,18 @@ def is_managed(description: Any) -> bool:
     return isinstance(description, str) and description.startswith(MANAGED_MARKER)
 
 
-def client_config(timeouts: Timeouts, version: Version) -> dict[str, Any]:
-    # Both timeouts always set: before 3.6 an unset one meant 30000 s.
+def client_config(timeouts: Timeouts, version: Version) -> dict[str, Any] | None:
+    """The connector's client_config for this version (docs/contracts.md §7), None on 2.12,
+    which has none (it would drop the key, and every re-run would see a difference)."""
+    if version < OS_CLIENT_CONFIG:
+        return None
+    # 2.13 hands the timeouts to Apache HttpClient as milliseconds; seconds from 2.14.
+    unit = 1000 if version < OS_CLIENT_CONFIG_SECONDS else 1
+    # Both timeouts always set: before 3.6 an unset one meant 30000 s (30 s on 2.13).
     config: dict[str, Any] = {
         "max_connection": timeouts.max_connections,
-        "connection_timeout": timeouts.connect_s,
-        "read_timeout": timeouts.read_s,
+        "connection_timeout": timeouts.connect_s * unit,
+        "read_timeout": timeouts.read_s * unit,
     }
     if version >= OS_CONNECTOR_RETRY:
         config.update(
@@ -104,14 +109,13 @@ def _sidecar_connector(
     functions: dict[str, str],
 ) -> dict[str, Any]:
     assert options.sidecar_url is not None
-    return {
+    connector: dict[str, Any] = {
         "name": name,
         "description": managed(purpose),
         "version": 1,
         "protocol": "http",
         "parameters": {},
         "credential": _credential(options),
-        "client_config": client_config(options.timeouts, version),
         "actions": [
             {
                 "action_type": "predict",
@@ -123,6 +127,10 @@ def _sidecar_connector(
             }
         ],
     }
+    config = client_config(options.timeouts, version)
+    if config is not None:
+        connector["client_config"] = config
+    return connector
 
 
 def rerank_connector(options: Options, version: Version) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from es_integration import MANAGED_MARKER
+from es_integration.errors import SetupError
 
 _STATE_TAG = " state="
 
@@ -50,10 +51,16 @@ class SetupState:
     def from_description(cls, description: Any) -> SetupState:
         if not isinstance(description, str) or _STATE_TAG not in description:
             return cls()
-        raw = json.loads(description.split(_STATE_TAG, 1)[1])
-        return cls(
-            settings={key: SettingChange(**value) for key, value in raw["settings"].items()},
-            added_list_entries={k: list(v) for k, v in raw["added_list_entries"].items()},
-            indices={key: IndexChange(**value) for key, value in raw["indices"].items()},
-            token_fingerprints=dict(raw["token_fingerprints"]),
-        )
+        try:
+            raw = json.loads(description.split(_STATE_TAG, 1)[1])
+            return cls(
+                settings={key: SettingChange(**value) for key, value in raw["settings"].items()},
+                added_list_entries={k: list(v) for k, v in raw["added_list_entries"].items()},
+                indices={key: IndexChange(**value) for key, value in raw["indices"].items()},
+                token_fingerprints=dict(raw["token_fingerprints"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SetupError(
+                f"the state record in the model group's description cannot be read ({exc!r}); "
+                "it was edited by hand: restore it, or remove the objects by hand"
+            ) from None

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from es_integration.errors import ClusterError, ConnectionFailed, UnexpectedAnswer
+
 # Keys whose values are secrets wherever they appear in a request body.
 SECRET_KEYS = frozenset({"credential", "secret_parameters"})
 REDACTED = "<redacted>"
@@ -45,7 +47,7 @@ class Response:
         return 200 <= self.status < 300
 
 
-class ApiError(Exception):
+class ApiError(ClusterError):
     """The cluster answered with an error status."""
 
     def __init__(self, request: Request, response: Response, hint: str = "") -> None:
@@ -54,10 +56,6 @@ class ApiError(Exception):
         reason = error_reason(response.body)
         message = f"{request.method} {request.path} -> HTTP {response.status}: {reason}"
         super().__init__(f"{message}. {hint}" if hint else message)
-
-
-class ConnectionFailed(Exception):
-    """The cluster could not be reached (DNS, TCP, TLS)."""
 
 
 def error_reason(body: Any) -> str:
@@ -109,10 +107,15 @@ def call(
     body: Any = None,
     allow: tuple[int, ...] = (),
 ) -> Response:
-    """A request that must succeed (2xx, or one of `allow`); raises ApiError otherwise."""
+    """A request that must succeed (2xx, or one of `allow`); raises ApiError otherwise.
+
+    A 2xx answer must be JSON (an object or an array), else UnexpectedAnswer.
+    """
     response = transport.request(method, path, params=params, body=body)
     if not response.ok and response.status not in allow:
         raise ApiError(Request(method, path, dict(params or {}), body), response)
+    if response.ok and not isinstance(response.body, (dict, list)):
+        raise UnexpectedAnswer(f"{method} {path}", "a JSON body", response.body)
     return response
 
 
@@ -164,7 +167,7 @@ class OpenSearchTransport:
         body: Any = None,
     ) -> Response:
         from opensearchpy.exceptions import ConnectionError as OSConnectionError
-        from opensearchpy.exceptions import TransportError
+        from opensearchpy.exceptions import SerializationError, TransportError
 
         try:
             result = self._client.transport.perform_request(
@@ -172,6 +175,9 @@ class OpenSearchTransport:
             )
         except OSConnectionError as exc:
             raise ConnectionFailed(f"cannot reach OpenSearch: {exc.info}") from None
+        except SerializationError as exc:
+            # A 2xx whose body is not JSON (an HTML page from a proxy, a truncated body).
+            raise UnexpectedAnswer(f"{method} {path}", "a JSON body", str(exc)) from None
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 599
             return Response(status, exc.info)
@@ -214,13 +220,15 @@ class ElasticsearchTransport:
     ) -> Response:
         from urllib.parse import urlencode
 
-        from elastic_transport import TransportError
+        from elastic_transport import SerializationError, TransportError
 
         target = f"{path}?{urlencode(dict(params))}" if params else path
         try:
             meta, result = self._client.transport.perform_request(
                 method, target, headers=self._headers, body=body, max_retries=0
             )
+        except SerializationError as exc:
+            raise UnexpectedAnswer(f"{method} {path}", "a JSON body", exc.message) from None
         except TransportError as exc:
             raise ConnectionFailed(f"cannot reach Elasticsearch: {exc.message}") from None
         payload = getattr(result, "body", result)

@@ -58,8 +58,11 @@ class FakeElasticsearch:
     license_type: str = "trial"
     post: sim.HttpPost = sim.urllib_post
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "METHOD /path" -> (status, content type, raw body), answered as is (malformed answers).
+    raw_answers: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     remote_bodies: list[str] = field(default_factory=list)
+    remote_headers: list[dict[str, str]] = field(default_factory=list)
     request_headers: list[dict[str, str]] = field(default_factory=list)
     response_headers: dict[str, str] = field(
         default_factory=lambda: {"X-Elastic-Product": "Elasticsearch"}
@@ -211,6 +214,7 @@ class FakeElasticsearch:
             for k, v in settings.get("headers", {}).items()
         }
         self.remote_bodies.append(payload)
+        self.remote_headers.append(headers)
         status, raw = self.post(settings["url"], headers, payload.encode())
         if not 200 <= status < 300:
             raise EsHttpError(

@@ -63,7 +63,7 @@ class HttpError(Exception):
 
 @dataclass
 class FakeOpenSearch:
-    version: str = "2.19.0"
+    version: str = "2.19.1"
     spec: OpenSearchSpec | None = None
     plugins: tuple[str, ...] = ("opensearch-ml", "opensearch-neural-search")
     post: sim.HttpPost = sim.urllib_post
@@ -85,6 +85,8 @@ class FakeOpenSearch:
     remote_calls: list[sim.RemoteCall] = field(default_factory=list)
     pipeline_errors: list[str] = field(default_factory=list)
     request_headers: list[dict[str, str]] = field(default_factory=list)
+    # "METHOD /path" -> (status, content type, raw body): answered as is, for malformed answers.
+    raw_answers: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -331,6 +333,8 @@ class FakeOpenSearch:
         self._check_url(body)
         cid = self._id("conn")
         self.connectors[cid] = copy.deepcopy(body)
+        if self.v < Version(2, 13):  # HttpConnector.parse skips the unknown key
+            self.connectors[cid].pop("client_config", None)
         return {"connector_id": cid}
 
     def _connector_view(self, cid: str) -> dict[str, Any]:
@@ -338,7 +342,16 @@ class FakeOpenSearch:
         c.pop("credential", None)  # GET and search never return it
         for action in c.get("actions", []):
             action["action_type"] = action["action_type"].upper()
-        config = {"max_connection": 30, "connection_timeout": 30, "read_timeout": 30}
+        if self.v < Version(2, 13):  # no client_config in 2.12
+            c["version"] = str(c.get("version", "1"))
+            return c
+        # 2.13 defaults are milliseconds (ConnectorClientConfig), later ones seconds.
+        default_timeout = 30000 if self.v < Version(2, 14) else 30
+        config: dict[str, Any] = {
+            "max_connection": 30,
+            "connection_timeout": default_timeout,
+            "read_timeout": default_timeout,
+        }
         if self.v >= Version(2, 15):
             config.update(
                 {
@@ -379,6 +392,8 @@ class FakeOpenSearch:
             elif key == "credential":
                 if value:
                     connector["credential"] = value
+            elif key == "client_config" and self.v < Version(2, 13):
+                continue
             else:
                 connector[key] = copy.deepcopy(value)
         self._check_url(connector)
@@ -635,9 +650,11 @@ class FakeOpenSearch:
                 except HttpError as exc:
                     raise MLCommonsError(exc.reason) from None
 
+            # ml-commons 2.18.0/2.19.0 drop ml_inference's ignore_failure (docs/contracts.md §7).
+            broken = frozenset({"ml_inference"}) if self.version in ("2.18.0", "2.19.0") else None
             try:
                 response = sim.run_response_pipeline(
-                    pipeline, body, response, predictor, self.pipeline_errors
+                    pipeline, body, response, predictor, self.pipeline_errors, broken
                 )
             except Exception as exc:
                 raise HttpError(
@@ -719,6 +736,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw.strip() else None
         headers = {key.lower(): value for key, value in self.headers.items()}
         self.fake.request_headers.append(headers)
+        canned = getattr(self.fake, "raw_answers", {}).get(f"{self.command} {parts.path}")
+        if canned is not None:
+            self._send(*canned)
+            return
         params = dict(parse_qsl(parts.query))
         if hasattr(self.fake, "handle_with_headers"):
             status, response = self.fake.handle_with_headers(
@@ -726,11 +747,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             status, response = self.fake.handle(self.command, parts.path, params, body)
-        payload = json.dumps(response).encode()
+        self._send(
+            status,
+            "application/json",
+            json.dumps(response).encode(),
+            getattr(self.fake, "response_headers", {}),
+        )
+
+    def _send(
+        self,
+        status: int,
+        content_type: str,
+        payload: bytes,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
-        for key, value in getattr(self.fake, "response_headers", {}).items():
+        for key, value in (extra_headers or {}).items():
             self.send_header(key, value)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)

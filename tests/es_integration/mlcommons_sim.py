@@ -408,8 +408,13 @@ def run_response_pipeline(
     response: dict[str, Any],
     predict: Predictor,
     errors: list[str] | None = None,
+    ignore_failure_dropped: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """Core search pipelines: processors in order; an ignored failure keeps the previous one."""
+    """Core search pipelines: processors in order; an ignored failure keeps the previous one.
+
+    `ignore_failure_dropped`: processor types whose factory loses `ignore_failure` (ml_inference
+    on ml-commons 2.18.0 and 2.19.0), so their failures always fail the search.
+    """
     for processor in pipeline.get("response_processors", []):
         ((kind, config),) = processor.items()
         try:
@@ -424,6 +429,6 @@ def run_response_pipeline(
         except (MLCommonsError, IndexError, KeyError, TypeError) as exc:
             if errors is not None:
                 errors.append(f"{kind}: {exc!r}")
-            if not config.get("ignore_failure"):
+            if not config.get("ignore_failure") or kind in (ignore_failure_dropped or ()):
                 raise
     return response

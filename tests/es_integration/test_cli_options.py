@@ -4,12 +4,13 @@ secrets never printed, TLS verification on by default. No cluster needed except 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from es_integration import cli
+from es_integration.errors import UsageError
 from es_integration.options import (
-    UsageError,
     is_private_endpoint,
     token_fingerprint,
     trusted_endpoint_regex,
@@ -88,7 +89,7 @@ def test_dry_run_json_is_one_document_with_the_requests(run_cli: CliRunner) -> N
 def test_urls_and_credentials_come_from_the_environment(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     env = {"OPENSEARCH_URL": url, "OPENSEARCH_USERNAME": "admin", "OPENSEARCH_PASSWORD": "pa55word"}
     result = run_cli("opensearch", "status", env=env)
     assert result.code == 4  # reached the cluster: setup has not run
@@ -116,7 +117,7 @@ def test_tls_is_verified_unless_insecure() -> None:
 
 
 def test_setup_requires_a_sidecar_url(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli("opensearch", "setup", "--url", url, "--fields", "body").code == 2
     assert fake.calls == []
 
@@ -124,7 +125,7 @@ def test_setup_requires_a_sidecar_url(opensearch: ClusterFactory, run_cli: CliRu
 def test_fields_default_to_the_text_fields_of_the_index(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     result = run_cli(
         "opensearch", "setup", "--url", url, "--sidecar-url", SIDECAR, "--index", "products"
     )
@@ -138,7 +139,7 @@ def test_without_index_or_fields_setup_makes_the_model_only(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
     """The compose file's one-liner: connector and model for _predict, no pipelines yet."""
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     result = run_cli("opensearch", "setup", "--url", url, "--sidecar-url", SIDECAR, "--yes")
     assert result.code == 0, result.out
     assert fake.pipelines == {} and len(fake.models) == 1
@@ -183,3 +184,80 @@ def test_helpers() -> None:
         validate_fields(["a", "a"])
     with pytest.raises(UsageError):
         validate_instruction("  ")
+
+
+def _dry_run_requests(run_cli: CliRunner, version: str) -> list[dict[str, Any]]:
+    result = run_cli(
+        "opensearch",
+        "setup",
+        "--dry-run",
+        "--json",
+        "--assume-version",
+        version,
+        "--sidecar-url",
+        "https://rerank.example.com",
+        "--private-endpoint",
+        "no",
+        "--fields",
+        "title,body",
+        "--index",
+        "products",
+    )
+    assert result.code == 0, result.out
+    requests: list[dict[str, Any]] = result.json()["requests"]
+    return requests
+
+
+@pytest.mark.parametrize(
+    ("version", "config", "mechanism"),
+    [
+        ("2.12.0", None, "ml_opensearch"),
+        ("2.13.0", (3000, 10000, False), "ml_opensearch"),
+        ("2.14.2", (3, 10, False), "ml_opensearch"),
+        ("2.17.1", (3, 10, True), "ml_opensearch"),
+        ("2.18.0", (3, 10, True), "ml_opensearch"),
+        ("2.19.0", (3, 10, True), "ml_opensearch"),
+        ("2.19.1", (3, 10, True), "ml_inference"),
+        ("3.0.0", (3, 10, True), "ml_inference"),
+    ],
+)
+def test_version_gates_in_the_dry_run(
+    run_cli: CliRunner,
+    version: str,
+    config: tuple[int, int, bool] | None,
+    mechanism: str,
+) -> None:
+    """docs/contracts.md §7: client_config (none on 2.12, milliseconds on 2.13, retry keys from
+    2.15) and ml_inference only where its ignore_failure works (2.19.1+, 3.0+)."""
+    requests = _dry_run_requests(run_cli, version)
+    connectors = [r["body"] for r in requests if r["path"] == "/_plugins/_ml/connectors/_create"]
+    assert connectors
+    for body in connectors:
+        if config is None:
+            assert "client_config" not in body
+        else:
+            connect, read, retries = config
+            client = body["client_config"]
+            assert (client["connection_timeout"], client["read_timeout"]) == (connect, read)
+            assert ("max_retry_times" in client) is retries
+    (main,) = [
+        r["body"]
+        for r in requests
+        if r["method"] == "PUT" and r["path"] == "/_search/pipeline/rerank-sidecar"
+    ]
+    kinds = [next(iter(p)) for p in main["response_processors"]]
+    if mechanism == "ml_inference":
+        assert kinds == ["ml_inference", "rerank"] and len(connectors) == 2
+    else:
+        assert kinds == ["rerank"] and "ml_opensearch" in main["response_processors"][0]["rerank"]
+        assert len(connectors) == 1
+
+
+def test_elasticsearch_dry_run_always_sends_secret_parameters(run_cli: CliRunner) -> None:
+    result = run_cli(
+        "elasticsearch", "setup", "--dry-run", "--json", "--assume-version", "8.19.0",
+        "--sidecar-url", SIDECAR,
+    )  # fmt: skip
+    assert result.code == 0, result.out
+    put = next(r for r in result.json()["requests"] if r["method"] == "PUT")
+    assert put["body"]["service_settings"]["secret_parameters"] == {"api_key": "<redacted>"}

@@ -155,3 +155,20 @@ def test_api_key_and_basic_auth_headers(elasticsearch: EsFactory, run_cli: CliRu
     run_cli("elasticsearch", "status", "--url", url, "--username", "elastic", "--password", "pw-1")
     expected = "Basic " + base64.b64encode(b"elastic:pw-1").decode()
     assert fake.request_headers[-1]["authorization"] == expected
+
+
+def test_setup_without_a_token_still_sends_secret_parameters(
+    elasticsearch: EsFactory, run_cli: CliRunner
+) -> None:
+    """8.19 / 9.1 specifications mark secret_parameters required: a placeholder fills it."""
+    fake, url = elasticsearch(version="8.19.2")
+    args = [a for a in es_setup(url) if a not in ("--sidecar-token", TOKEN)]
+    result = run_cli(*args)
+    assert result.code == 0, result.out
+    settings = fake.endpoints["rerank-sidecar"]["service_settings"]
+    assert settings["secret_parameters"] == {"api_key": "unused"}
+    assert "Authorization" not in settings["headers"]
+    assert "authorization" not in {k.lower() for k in fake.remote_headers[0]}
+    calls = len(fake.calls)
+    assert run_cli(*args).code == 0
+    assert [c[0] for c in fake.calls[calls:]] == ["GET", "GET", "GET"]

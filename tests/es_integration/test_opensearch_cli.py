@@ -63,10 +63,10 @@ def mutations(fake: FakeOpenSearch, since: int = 0) -> list[str]:
     return [f"{c.method} {c.path}" for c in fake.calls[since:] if c.mutating]
 
 
-def test_first_setup_on_218_wires_plain_query_dsl_reranking(
+def test_first_setup_on_2191_wires_plain_query_dsl_reranking(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.18.0")
+    fake, url = opensearch(version="2.19.1")
     result = run_cli(*setup_args(url))
     assert result.code == 0, result.out
     assert fake.violations == []
@@ -112,7 +112,7 @@ def test_first_setup_on_218_wires_plain_query_dsl_reranking(
 def test_setup_twice_creates_nothing_the_second_time(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     before, calls = snapshot(fake), len(fake.calls)
     again = run_cli(*setup_args(url, "--json"))
@@ -127,7 +127,7 @@ def test_setup_twice_creates_nothing_the_second_time(
 def test_teardown_is_exactly_the_inverse_and_leaves_other_objects(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     # Someone else's things: a trusted regex, a connector, a pipeline, another index setting.
     fake.persistent[TRUSTED] = ["^https://other\\.example/.*$"]
     fake.connectors["theirs"] = {
@@ -155,24 +155,23 @@ def test_teardown_is_exactly_the_inverse_and_leaves_other_objects(
     assert mutations(fake, calls) == []
 
 
-def test_212_uses_ml_opensearch_with_ignore_failure_and_no_retry_fields(
+PUBLIC_SETUP = [
+    "--sidecar-url",
+    "https://rerank.example.com",
+    "--fields",
+    "title",
+    "--index",
+    "products",
+    "--private-endpoint",
+    "no",
+]
+
+
+def test_212_uses_ml_opensearch_sends_no_client_config_and_reruns_change_nothing(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
     fake, url = opensearch(version="2.12.0")
-    result = run_cli(
-        "opensearch",
-        "setup",
-        "--url",
-        url,
-        "--sidecar-url",
-        "https://rerank.example.com",
-        "--fields",
-        "title",
-        "--index",
-        "products",
-        "--private-endpoint",
-        "no",
-    )
+    result = run_cli("opensearch", "setup", "--url", url, *PUBLIC_SETUP)
     assert result.code == 0, result.out
     assert fake.violations == []
     assert list(fake.pipelines) == ["rerank-sidecar"]
@@ -180,15 +179,98 @@ def test_212_uses_ml_opensearch_with_ignore_failure_and_no_retry_fields(
     assert processor["rerank"]["ignore_failure"] is True
     assert processor["rerank"]["context"] == {"document_fields": ["title"]}
     (connector,) = fake.connectors.values()
-    assert set(connector["client_config"]) == {
-        "max_connection",
-        "connection_timeout",
-        "read_timeout",
-    }
-    assert connector["credential"] == {}
+    assert "client_config" not in connector  # 2.12 has none (it would drop it)
     assert "Authorization" not in connector["actions"][0]["headers"]
     assert PRIVATE_IP not in fake.persistent
-    assert "ext.rerank" in result.out or "ext" in result.out
+    assert "MUST send ext.rerank" in result.out and "no timeout" in result.out
+    # 2.12 returns no client_config: a re-run must not take that for a difference.
+    before, calls = snapshot(fake), len(fake.calls)
+    again = run_cli("opensearch", "setup", "--url", url, *PUBLIC_SETUP)
+    assert again.code == 0, again.out
+    assert mutations(fake, calls) == [] and snapshot(fake) == before
+
+
+@pytest.mark.parametrize("version", ["2.18.0", "2.19.0"])
+def test_218_and_2190_fall_back_to_ext_rerank_because_ignore_failure_is_lost(
+    opensearch: ClusterFactory, run_cli: CliRunner, version: str
+) -> None:
+    fake, url = opensearch(version=version)
+    result = run_cli(*setup_args(url))
+    assert result.code == 0, result.out
+    assert fake.violations == []
+    (processor,) = fake.pipelines["rerank-sidecar"]["response_processors"]
+    assert "ml_opensearch" in processor["rerank"]
+    assert len(fake.connectors) == 1 and len(fake.models) == 1
+    assert "clients must send ext.rerank" in result.out and "2.19.1" in result.out
+    assert "MUST send ext.rerank" in result.out
+    # Searches without ext.rerank pass through with their hits (ml_opensearch's
+    # ignore_failure is core's, which works on these versions).
+    fake.documents["products"] = [{"_id": "a", "_source": {"title": "x", "body": "y"}}]
+    status, answer = fake.handle("POST", "/products/_search", {}, {"query": {"match_all": {}}})
+    assert status == 200 and [h["_id"] for h in answer["hits"]["hits"]] == ["a"]
+    status_result = run_cli("opensearch", "status", "--url", url)
+    assert "clients must send ext.rerank" in status_result.out
+
+
+def test_the_2190_fallback_is_needed_ml_inference_failures_fail_searches_there(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    """Why the gate exists: the pipeline 2.19.1 gets, put by hand on 2.19.0, fails every search
+    the sidecar cannot score (here a match_all, answered 422), despite ignore_failure."""
+    fake, url = opensearch(version="2.19.1")
+    assert run_cli(*setup_args(url)).code == 0
+    pipeline = fake.pipelines["rerank-sidecar"]
+    fake.post = lambda url, headers, body: (422, b'{"error": {"type": "no_query_text"}}')
+    fake.documents["products"] = [{"_id": "a", "_source": {"title": "x", "body": "y"}}]
+    search: dict[str, Any] = {"query": {"match_all": {}}}
+    assert fake.handle("POST", "/products/_search", {}, search)[0] == 200
+    fake.version = "2.19.0"
+    fake.pipelines["rerank-sidecar"] = pipeline
+    assert fake.handle("POST", "/products/_search", {}, search)[0] == 500
+
+
+@pytest.mark.parametrize(
+    ("version", "connect", "read", "retries"),
+    [
+        ("2.13.0", 3000, 10000, False),  # milliseconds on 2.13
+        ("2.14.0", 3, 10, False),
+        ("2.15.0", 3, 10, True),
+        ("3.0.0", 3, 10, True),
+    ],
+)
+def test_client_config_units_and_retry_keys_per_version(
+    opensearch: ClusterFactory,
+    run_cli: CliRunner,
+    version: str,
+    connect: int,
+    read: int,
+    retries: bool,
+) -> None:
+    fake, url = opensearch(version=version)
+    result = run_cli("opensearch", "setup", "--url", url, *PUBLIC_SETUP)
+    assert result.code == 0, result.out
+    assert fake.violations == []
+    for connector in fake.connectors.values():
+        config = connector["client_config"]
+        assert (config["connection_timeout"], config["read_timeout"]) == (connect, read)
+        assert ("max_retry_times" in config) is retries
+    calls = len(fake.calls)
+    assert run_cli("opensearch", "setup", "--url", url, *PUBLIC_SETUP).code == 0
+    assert mutations(fake, calls) == []
+
+
+@pytest.mark.parametrize("secured", [True, False])
+def test_status_names_the_predict_permission_on_a_secured_cluster(
+    opensearch: ClusterFactory, run_cli: CliRunner, secured: bool
+) -> None:
+    plugins = ("opensearch-ml", "opensearch-neural-search")
+    _fake, url = opensearch(plugins=(*plugins, "opensearch-security") if secured else plugins)
+    setup = run_cli(*setup_args(url))
+    assert setup.code == 0, setup.out
+    result = run_cli("opensearch", "status", "--url", url)
+    assert result.code == 0, result.out
+    for out in (setup.out, result.out):
+        assert ("cluster:admin/opensearch/ml/predict" in out) is secured
 
 
 def test_refuses_below_212_naming_the_minimum(
@@ -215,7 +297,7 @@ def test_private_sidecar_on_214_is_refused_clearly(
 def test_missing_neural_search_plugin_is_refused(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0", plugins=("opensearch-ml",))
+    fake, url = opensearch(version="2.19.1", plugins=("opensearch-ml",))
     result = run_cli(*setup_args(url))
     assert result.code == 1 and "opensearch-neural-search" in result.out
     assert mutations(fake) == []
@@ -241,7 +323,7 @@ def test_37_private_endpoint_regex_only_extended_when_in_use(
 def test_foreign_default_pipeline_needs_yes_and_comes_back_on_teardown(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     fake.pipelines["theirs"] = {"response_processors": []}
     fake.indices["products"]["index.search.default_pipeline"] = "theirs"
     refused = run_cli(*setup_args(url))
@@ -256,7 +338,7 @@ def test_foreign_default_pipeline_needs_yes_and_comes_back_on_teardown(
 def test_changed_fields_update_in_place_without_duplicates(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     ids = (set(fake.connectors), set(fake.models), set(fake.model_groups))
     calls = len(fake.calls)
@@ -289,7 +371,7 @@ def test_changed_fields_update_in_place_without_duplicates(
 def test_connector_update_needs_yes_when_models_are_deployed(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     result = run_cli(*setup_args(url, "--instruction", "Find product pages"))
     assert result.code == 3
@@ -299,7 +381,7 @@ def test_connector_update_needs_yes_when_models_are_deployed(
 def test_new_token_updates_the_credential_and_is_never_printed(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     new_token = "another-5ecret-token"
     args = setup_args(url, "--yes")
@@ -316,7 +398,7 @@ def test_new_token_updates_the_credential_and_is_never_printed(
 def test_status_reports_each_piece_and_a_test_rerank(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     result = run_cli("opensearch", "status", "--url", url, "--fields", "title", "--json")
     assert result.code == 0, result.out
@@ -338,20 +420,20 @@ def test_status_reports_each_piece_and_a_test_rerank(
 
 
 def test_status_before_setup_says_so(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    _fake, url = opensearch(version="2.19.0")
+    _fake, url = opensearch(version="2.19.1")
     result = run_cli("opensearch", "status", "--url", url)
     assert result.code == 4 and "setup has not run" in result.out
 
 
 def test_deploy_timeout_is_a_clear_error(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    _fake, url = opensearch(version="2.19.0", deploy_polls=10_000)
+    _fake, url = opensearch(version="2.19.1", deploy_polls=10_000)
     result = run_cli(*setup_args(url, "--wait-timeout", "0.2"))
     assert result.code == 1
     assert "not DEPLOYED after" in result.out and "--wait-timeout" in result.out
 
 
 def test_deploy_failure_is_reported(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    _fake, url = opensearch(version="2.19.0", deploy_fails=True)
+    _fake, url = opensearch(version="2.19.1", deploy_fails=True)
     result = run_cli(*setup_args(url))
     assert result.code == 1 and "DEPLOY_FAILED" in result.out
 
@@ -359,7 +441,7 @@ def test_deploy_failure_is_reported(opensearch: ClusterFactory, run_cli: CliRunn
 def test_objects_with_our_names_made_by_someone_else_are_not_touched(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     fake.pipelines["rerank-sidecar"] = {"description": "hand made", "response_processors": []}
     result = run_cli(*setup_args(url))
     assert result.code == 1 and "not made by this tool" in result.out
@@ -367,7 +449,7 @@ def test_objects_with_our_names_made_by_someone_else_are_not_touched(
 
 
 def test_alias_expands_to_its_indices(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     fake.indices.update({"shop-v1": {}, "shop-v2": {}})
     fake.aliases["shop"] = ["shop-v1", "shop-v2"]
     args = setup_args(url)
@@ -383,7 +465,7 @@ def test_alias_expands_to_its_indices(opensearch: ClusterFactory, run_cli: CliRu
 def test_missing_index_fails_before_touching_it(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    _fake, url = opensearch(version="2.19.0")
+    _fake, url = opensearch(version="2.19.1")
     args = setup_args(url)
     args[args.index("products")] = "nope"
     result = run_cli(*args)
@@ -394,7 +476,7 @@ def test_access_control_makes_the_model_group_public(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
     fake, url = opensearch(
-        version="2.19.0",
+        version="2.19.1",
         access_control=True,
         plugins=("opensearch-ml", "opensearch-neural-search", "opensearch-security"),
     )
@@ -404,7 +486,7 @@ def test_access_control_makes_the_model_group_public(
 
 
 def test_teardown_without_yes_is_refused(opensearch: ClusterFactory, run_cli: CliRunner) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     before = snapshot(fake)
     assert run_cli("opensearch", "teardown", "--url", url).code == 3
@@ -414,7 +496,7 @@ def test_teardown_without_yes_is_refused(opensearch: ClusterFactory, run_cli: Cl
 def test_one_to_one_pipeline_and_connector_shape(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url, "--one-to-one")).code == 0
     inference = fake.pipelines["rerank-sidecar"]["response_processors"][0]["ml_inference"]
     assert inference["one_to_one"] is True
@@ -437,7 +519,7 @@ def test_stub_sidecar_answers_both_contracts() -> None:
 def test_teardown_stops_while_an_index_it_did_not_attach_uses_the_pipeline(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
-    fake, url = opensearch(version="2.19.0")
+    fake, url = opensearch(version="2.19.1")
     assert run_cli(*setup_args(url)).code == 0
     fake.indices["other"] = {"index.search.default_pipeline": "rerank-sidecar"}
     result = run_cli("opensearch", "teardown", "--url", url, "--yes")
