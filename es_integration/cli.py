@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--one-to-one",
         action="store_true",
-        help="OpenSearch 2.18+: one sidecar call per hit (the sidecar batches them) "
+        help="OpenSearch 2.19.1+: one sidecar call per hit (the sidecar batches them) "
         "instead of one call per search",
     )
     what.add_argument(
