@@ -30,6 +30,7 @@ from opensearch_node.errors import NodeError
 NODE_USER = "rerank-opensearch"
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
+JVM_DIRECTORY = Path("/usr/lib/jvm")
 # Heap plus what the JVM, Lucene's mmaps and the ML plugin's native libraries take beside it.
 MEMORY_HEADROOM_MB = 1024
 
@@ -130,7 +131,7 @@ def find_java_home(version: str) -> Path:
     java_on_path = shutil.which("java")
     if java_on_path:
         candidates.append(str(Path(os.path.realpath(java_on_path)).parent.parent))
-    candidates += [str(p) for p in sorted(Path("/usr/lib/jvm").glob("*")) if p.is_dir()]
+    candidates += [str(p) for p in sorted(JVM_DIRECTORY.glob("*")) if p.is_dir()]
     for candidate in filter(None, candidates):
         java = Path(candidate) / "bin" / "java"
         if java.is_file() and _java_major(java) in wanted:

@@ -1,0 +1,62 @@
+"""`opensearch_node` refuses to start with one line naming the cause and the fix."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opensearch_node.build import ensure_home
+from opensearch_node.errors import NodeError
+from opensearch_node.node import check_memory, find_java_home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opensearch_node", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+
+
+def test_port_taken_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", "--port", str(port))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"port {port}" in line and "taken" in line and "choose another port" in line
+
+
+def test_missing_artifact_leaves_no_half_written_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENSEARCH_NODE_CACHE", str(tmp_path))
+    with pytest.raises(NodeError) as error:
+        ensure_home("2.99.0", log=False)
+    message = str(error.value)
+    assert "2.99.0" in message and "Maven Central" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # the temporary work directory is gone too
+
+
+def test_not_enough_memory_is_refused_before_starting() -> None:
+    with pytest.raises(NodeError, match="not enough memory"):
+        check_memory(heap_mb=10**8)
+
+
+def test_no_matching_jdk_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3.x needs JDK 21+; with only the lookups pointed at nothing, none is found.
+    monkeypatch.setattr("opensearch_node.node.JVM_DIRECTORY", Path("/nonexistent"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("OPENSEARCH_JAVA_HOME", raising=False)
+    with pytest.raises(NodeError, match=r"no JDK 21-99 found.*OPENSEARCH_JAVA_HOME"):
+        find_java_home("3.0.0")
