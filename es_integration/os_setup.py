@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from es_integration import os_api, os_models, os_pipelines, os_record, os_settings
 from es_integration import os_resources as res
@@ -51,15 +52,12 @@ def setup(session: Session) -> None:
     )
     record = os_record.ensure(session, facts, settings)
     os_settings.apply(session, record, settings, facts, private)
-    rerank_connector = os_models.ensure_connector(
-        session, record, res.rerank_connector(options, facts.version)
-    )
-    rerank_model = os_models.ensure_model(
+    rerank_model = _connector_and_model(
         session,
         record,
+        res.rerank_connector(options, facts.version),
         names.rerank_model,
-        res.managed("rerank through the sidecar, Cohere shape"),
-        rerank_connector,
+        "rerank through the sidecar, Cohere shape",
     )
     if not options.fields:
         # Nothing to rerank on yet: the connector and model serve _predict and custom pipelines.
@@ -67,15 +65,12 @@ def setup(session: Session) -> None:
         usage_notes(session, facts)
         return
     if facts.mechanism == "ml_inference":
-        dsl_connector = os_models.ensure_connector(
-            session, record, res.query_dsl_connector(options, facts.version)
-        )
-        dsl_model = os_models.ensure_model(
+        dsl_model = _connector_and_model(
             session,
             record,
+            res.query_dsl_connector(options, facts.version),
             names.dsl_model,
-            res.managed("rerank through the sidecar, query taken from the search request"),
-            dsl_connector,
+            "rerank through the sidecar, query taken from the search request",
         )
         os_pipelines.ensure_pipeline(
             session, names.main_pipeline, res.ml_inference_pipeline(options, dsl_model)
@@ -89,6 +84,18 @@ def setup(session: Session) -> None:
         )
     os_pipelines.attach_indices(session, record, names.main_pipeline)
     usage_notes(session, facts)
+
+
+def _connector_and_model(
+    session: Session,
+    record: os_record.StateRecord,
+    connector: dict[str, Any],
+    model_name: str,
+    purpose: str,
+) -> str:
+    """The deployed model `model_name` on the wanted connector; returns the model id."""
+    connector_id = os_models.ensure_connector(session, record, connector)
+    return os_models.ensure_model(session, record, model_name, res.managed(purpose), connector_id)
 
 
 def usage_notes(session: Session, facts: ClusterFacts) -> None:

@@ -23,16 +23,10 @@ from tests.es_integration.conftest import SIDECAR, TOKEN, CliRunner, ClusterFact
 from tests.es_integration.spec_validator import OpenSearchSpec
 
 
-@pytest.mark.parametrize("version", ["2.12.0", "2.17.1", "2.18.0", "3.0.0", "3.7.0"])
-def test_dry_run_prints_every_request_sends_nothing_and_each_is_valid(
-    spec: OpenSearchSpec, opensearch: ClusterFactory, run_cli: CliRunner, version: str
-) -> None:
-    fake, url = opensearch(version=version)
-    result = run_cli(
+def dry_run_setup(version: str) -> list[str]:
+    return [
         "opensearch",
         "setup",
-        "--url",
-        url,
         "--dry-run",
         "--assume-version",
         version,
@@ -44,9 +38,15 @@ def test_dry_run_prints_every_request_sends_nothing_and_each_is_valid(
         "title,body",
         "--index",
         "products",
-        "--sidecar-token",
-        TOKEN,
-    )
+    ]
+
+
+@pytest.mark.parametrize("version", ["2.12.0", "2.17.1", "2.18.0", "3.0.0", "3.7.0"])
+def test_dry_run_prints_every_request_sends_nothing_and_each_is_valid(
+    spec: OpenSearchSpec, opensearch: ClusterFactory, run_cli: CliRunner, version: str
+) -> None:
+    fake, url = opensearch(version=version)
+    result = run_cli(*dry_run_setup(version), "--url", url, "--sidecar-token", TOKEN)
     assert result.code == 0, result.out
     assert fake.calls == []
     lines = [json.loads(line) for line in result.out.splitlines() if line.startswith("{")]
@@ -187,22 +187,7 @@ def test_helpers() -> None:
 
 
 def _dry_run_requests(run_cli: CliRunner, version: str) -> list[dict[str, Any]]:
-    result = run_cli(
-        "opensearch",
-        "setup",
-        "--dry-run",
-        "--json",
-        "--assume-version",
-        version,
-        "--sidecar-url",
-        "https://rerank.example.com",
-        "--private-endpoint",
-        "no",
-        "--fields",
-        "title,body",
-        "--index",
-        "products",
-    )
+    result = run_cli(*dry_run_setup(version), "--json")
     assert result.code == 0, result.out
     requests: list[dict[str, Any]] = result.json()["requests"]
     return requests

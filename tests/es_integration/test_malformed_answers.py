@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.es_integration.conftest import SIDECAR, CliRunner, ClusterFactory, stub_sidecar
+from tests.es_integration.conftest import (
+    SIDECAR,
+    CliResult,
+    CliRunner,
+    ClusterFactory,
+    stub_sidecar,
+)
 from tests.es_integration.fake_elasticsearch import FakeElasticsearch
 from tests.es_integration.fake_opensearch import serve
 from tests.es_integration.test_opensearch_cli import setup_args
@@ -30,7 +36,8 @@ def _json(value: Any) -> bytes:
 
 
 # (call, status, content type, body, what the error line must say)
-OPENSEARCH_CASES: list[tuple[str, int, str, bytes, str]] = [
+Case = tuple[str, int, str, bytes, str]
+OPENSEARCH_CASES: list[Case] = [
     ("GET /", 200, "text/html", HTML, "unexpected answer"),
     ("GET /", 200, JSON, b"{not json", "unexpected answer"),
     ("GET /", 200, JSON, b"", "unexpected answer"),
@@ -56,29 +63,27 @@ OPENSEARCH_CASES: list[tuple[str, int, str, bytes, str]] = [
 ]
 
 
+def error_line(result: CliResult) -> str:
+    """The one `error:` line of a failed command (exit status 1)."""
+    assert result.code == 1, result.out
+    (error,) = [line for line in result.out.splitlines() if line.strip().startswith("error:")]
+    return error
+
+
 @pytest.mark.parametrize(
-    ("call", "status", "content_type", "body", "message"),
-    OPENSEARCH_CASES,
-    ids=[f"{c[0]}-{c[1]}-{c[3][:12]!r}" for c in OPENSEARCH_CASES],
+    "case", OPENSEARCH_CASES, ids=[f"{c[0]}-{c[1]}-{c[3][:12]!r}" for c in OPENSEARCH_CASES]
 )
 def test_opensearch_setup_reports_a_malformed_answer_in_one_line(
-    opensearch: ClusterFactory,
-    run_cli: CliRunner,
-    call: str,
-    status: int,
-    content_type: str,
-    body: bytes,
-    message: str,
+    opensearch: ClusterFactory, run_cli: CliRunner, case: Case
 ) -> None:
+    call, status, content_type, body, message = case
     fake, url = opensearch()
     fake.raw_answers[call] = (status, content_type, body)
     args = setup_args(url)
     if "_mapping" in call:
         args.remove("--fields")
         args.remove("title,body")
-    result = run_cli(*args)
-    assert result.code == 1, result.out
-    (error,) = [line for line in result.out.splitlines() if line.strip().startswith("error:")]
+    error = error_line(run_cli(*args))
     assert message in error, error
     assert call.split()[1] in error or status != 200, error  # names the call
 
@@ -122,29 +127,22 @@ def elasticsearch() -> Iterator[EsFactory]:
         yield start
 
 
-@pytest.mark.parametrize(
-    ("call", "status", "content_type", "body", "message"),
-    [
-        ("GET /", 200, "text/html", HTML, "unexpected answer"),
-        ("GET /", 200, JSON, _json({"tagline": "You Know, for Search"}), "version number"),
-        ("GET /_license", 200, JSON, _json({"license": "trial"}), "'license'"),
-        ("GET /_inference/rerank/rerank-sidecar", 200, JSON, _json({"endpoints": {}}), "array"),
-    ],
-)
+ELASTICSEARCH_CASES: list[Case] = [
+    ("GET /", 200, "text/html", HTML, "unexpected answer"),
+    ("GET /", 200, JSON, _json({"tagline": "You Know, for Search"}), "version number"),
+    ("GET /_license", 200, JSON, _json({"license": "trial"}), "'license'"),
+    ("GET /_inference/rerank/rerank-sidecar", 200, JSON, _json({"endpoints": {}}), "array"),
+]
+
+
+@pytest.mark.parametrize("case", ELASTICSEARCH_CASES)
 def test_elasticsearch_setup_reports_a_malformed_answer_in_one_line(
-    elasticsearch: EsFactory,
-    run_cli: CliRunner,
-    call: str,
-    status: int,
-    content_type: str,
-    body: bytes,
-    message: str,
+    elasticsearch: EsFactory, run_cli: CliRunner, case: Case
 ) -> None:
+    call, status, content_type, body, message = case
     fake, url = elasticsearch()
     fake.raw_answers[call] = (status, content_type, body)
-    result = run_cli("elasticsearch", "setup", "--url", url, "--sidecar-url", SIDECAR)
-    assert result.code == 1, result.out
-    (error,) = [line for line in result.out.splitlines() if line.strip().startswith("error:")]
+    error = error_line(run_cli("elasticsearch", "setup", "--url", url, "--sidecar-url", SIDECAR))
     assert message in error, error
 
 
