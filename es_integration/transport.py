@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from es_integration.errors import ClusterError, ConnectionFailed, UnexpectedAnswer
+from es_integration.errors import ClusterError, ConnectionFailed, UnexpectedAnswer, snippet
 
 # Keys whose values are secrets wherever they appear in a request body.
 SECRET_KEYS = frozenset({"credential", "secret_parameters"})
@@ -67,7 +67,7 @@ def error_reason(body: Any) -> str:
                 return str(causes[0].get("reason", causes[0]))
             return str(error.get("reason", error))
         return str(error)
-    return str(body)[:500]
+    return snippet(body)  # an HTML error page from a proxy: one bounded line
 
 
 def redact(value: Any) -> Any:

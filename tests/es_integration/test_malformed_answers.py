@@ -27,7 +27,7 @@ from tests.es_integration.fake_elasticsearch import FakeElasticsearch
 from tests.es_integration.fake_opensearch import serve
 from tests.es_integration.test_opensearch_cli import setup_args
 
-HTML = b"<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+HTML = b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n<hr>nginx\n</body>\n</html>\n"
 JSON = "application/json"
 
 
@@ -67,6 +67,7 @@ def error_line(result: CliResult) -> str:
     """The one `error:` line of a failed command (exit status 1)."""
     assert result.code == 1, result.out
     (error,) = [line for line in result.out.splitlines() if line.strip().startswith("error:")]
+    assert result.out.rstrip().splitlines()[-1] == error  # the body's lines did not follow it
     return error
 
 
