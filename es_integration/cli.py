@@ -21,6 +21,7 @@ from es_integration.options import (
     Names,
     Options,
     Timeouts,
+    validate_cluster_url,
     validate_fields,
     validate_instruction,
     validate_name,
@@ -182,7 +183,10 @@ def _positive(flag: str, value: float) -> None:
 
 def options_from_args(args: argparse.Namespace, env: dict[str, str]) -> Options:
     prefix = ENV_PREFIX[args.target]
-    urls = _split(args.url) or _split([env.get(f"{prefix}_URL", "")])
+    urls = [
+        validate_cluster_url(url)
+        for url in _split(args.url) or _split([env.get(f"{prefix}_URL", "")])
+    ]
     if not urls and not args.dry_run:
         raise UsageError(f"no cluster URL: pass --url or set {prefix}_URL")
     username = args.username or env.get(f"{prefix}_USERNAME")

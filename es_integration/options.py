@@ -125,6 +125,24 @@ def validate_sidecar_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def validate_cluster_url(url: str) -> str:
+    """An http(s) URL with a host and, if given, a numeric port (clients fail obscurely else)."""
+    try:
+        parts = urlsplit(url)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
+        )
+    except ValueError:  # a broken IPv6 literal, a port that is not a number
+        valid = False
+    if not valid:
+        raise UsageError(
+            f"--url: {url!r} must be an http(s) URL with a host, e.g. https://opensearch:9200"
+        )
+    return url
+
+
 def endpoint_url(sidecar_url: str, path: str) -> str:
     return sidecar_url.rstrip("/") + path
 

@@ -156,6 +156,9 @@ def test_without_index_or_fields_setup_makes_the_model_only(
         ["--sidecar-url", "ftp://x"],
         ["--name", "Bad Name"],
         ["--read-timeout", "0"],
+        ["--url", "localhost:9200"],
+        ["--url", "http://[::1"],
+        ["--url", "http://127.0.0.1:notaport"],
     ],
 )
 def test_bad_values_are_usage_errors(run_cli: CliRunner, argv: list[str]) -> None:
