@@ -143,3 +143,23 @@ def ensure_model(
     os_api.deploy_model(session.t, model_id, wait_s)
     session.report.add("model", name, "updated", "deployed", id=model_id)
     return model_id
+
+
+def remove_models(session: Session, record: StateRecord, names: list[str]) -> None:
+    """Undeploy and delete the models with these names in our model group."""
+    for name in names:
+        for model in os_api.find_models(session.t, name, record.group_id):
+            model_id = str(model["_id"])
+            if model.get("model_state") in DEPLOYED_STATES:
+                os_api.undeploy_model(session.t, model_id, session.options.wait_timeout_s)
+            os_api.delete_model(session.t, model_id)
+            session.report.add("model", name, "deleted", id=model_id)
+
+
+def remove_connectors(session: Session, names: list[str]) -> None:
+    """Delete the connectors with these names that this tool made (after their models)."""
+    for name in names:
+        for connector in os_api.find_connectors(session.t, name):
+            if connector.get("name") == name and res.is_managed(connector.get("description")):
+                os_api.delete_connector(session.t, str(connector["_id"]))
+                session.report.add("connector", name, "deleted", id=str(connector["_id"]))

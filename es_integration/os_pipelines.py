@@ -28,6 +28,26 @@ def ensure_pipeline(session: Session, name: str, desired: dict[str, Any]) -> Non
     session.report.add("search pipeline", name, "created" if current is None else "updated")
 
 
+def remove_pipeline(session: Session, name: str) -> None:
+    """Delete the pipeline `name` if this tool made it; refuses while an index setup did not
+    attach uses it by default (its searches would fail)."""
+    current = os_api.get_pipeline(session.t, name)
+    if current is None:
+        return
+    if not res.is_managed(current.get("description")):
+        session.report.add("search pipeline", name, "skipped", "not made by this tool")
+        return
+    users = os_api.indices_using_pipeline(session.t, name)
+    if users:
+        raise SetupError(
+            f"search pipeline {name!r} is the default pipeline of {users}, which setup did "
+            "not attach; set their index.search.default_pipeline to another pipeline (or "
+            "null) and run again"
+        )
+    os_api.delete_pipeline(session.t, name)
+    session.report.add("search pipeline", name, "deleted")
+
+
 def attach_indices(session: Session, record: StateRecord, pipeline: str) -> None:
     names = session.options.names
     ours = {names.main_pipeline, names.ext_pipeline}

@@ -82,6 +82,10 @@ def setup(session: Session) -> None:
         os_pipelines.ensure_pipeline(
             session, names.main_pipeline, res.ml_opensearch_pipeline(options, rerank_model)
         )
+        # Left by a run that chose ml_inference here (an older release on 2.18.0/2.19.0).
+        os_pipelines.remove_pipeline(session, names.ext_pipeline)
+        os_models.remove_models(session, record, [names.dsl_model])
+        os_models.remove_connectors(session, [names.dsl_connector])
     os_pipelines.attach_indices(session, record, names.main_pipeline)
     usage_notes(session, facts)
 

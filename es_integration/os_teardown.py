@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from es_integration import os_api, os_record
-from es_integration import os_resources as res
-from es_integration.errors import Refused, SetupError
+from es_integration import os_api, os_models, os_pipelines, os_record
+from es_integration.errors import Refused
 from es_integration.os_api import DEFAULT_PIPELINE_SETTING
 from es_integration.os_detect import detect
-from es_integration.os_models import DEPLOYED_STATES
-from es_integration.os_record import StateRecord
 from es_integration.os_settings import as_list
 from es_integration.session import Session
 from es_integration.state import SetupState
@@ -29,54 +26,17 @@ def teardown(session: Session) -> None:
     record = os_record.load(session)
     state = record.state if record is not None else SetupState()
     _restore_indices(session, state)
-    _delete_pipelines(session)
-    connector_ids = {}
-    for name in (names.rerank_connector, names.dsl_connector):
-        for connector in os_api.find_connectors(t, name):
-            if connector.get("name") == name and res.is_managed(connector.get("description")):
-                connector_ids[name] = str(connector["_id"])
+    for name in (names.main_pipeline, names.ext_pipeline):
+        os_pipelines.remove_pipeline(session, name)
     if record is not None:
-        _delete_models(session, record)
-    for name, connector_id in connector_ids.items():
-        os_api.delete_connector(t, connector_id)
-        report.add("connector", name, "deleted", id=connector_id)
+        os_models.remove_models(session, record, [names.rerank_model, names.dsl_model])
+    os_models.remove_connectors(session, [names.rerank_connector, names.dsl_connector])
     _restore_cluster_settings(session, state)
     if record is not None:
         os_api.delete_model_group(t, record.group_id)
         report.add("model group", names.model_group, "deleted", id=record.group_id)
     if not report.changes:
         report.note("nothing to remove: setup has not run with these names")
-
-
-def _delete_pipelines(session: Session) -> None:
-    for name in (session.options.names.main_pipeline, session.options.names.ext_pipeline):
-        current = os_api.get_pipeline(session.t, name)
-        if current is None:
-            continue
-        if not res.is_managed(current.get("description")):
-            session.report.add("search pipeline", name, "skipped", "not made by this tool")
-            continue
-        users = os_api.indices_using_pipeline(session.t, name)
-        if users:
-            # Searches on those indices would fail without it (or its models): stop here.
-            raise SetupError(
-                f"search pipeline {name!r} is the default pipeline of {users}, which setup did "
-                "not attach; set their index.search.default_pipeline to another pipeline (or "
-                "null) and run teardown again"
-            )
-        os_api.delete_pipeline(session.t, name)
-        session.report.add("search pipeline", name, "deleted")
-
-
-def _delete_models(session: Session, record: StateRecord) -> None:
-    names = session.options.names
-    for name in (names.rerank_model, names.dsl_model):
-        for model in os_api.find_models(session.t, name, record.group_id):
-            model_id = str(model["_id"])
-            if model.get("model_state") in DEPLOYED_STATES:
-                os_api.undeploy_model(session.t, model_id, session.options.wait_timeout_s)
-            os_api.delete_model(session.t, model_id)
-            session.report.add("model", name, "deleted", id=model_id)
 
 
 def _restore_indices(session: Session, state: SetupState) -> None:

@@ -528,3 +528,33 @@ def test_teardown_stops_while_an_index_it_did_not_attach_uses_the_pipeline(
     del fake.indices["other"]["index.search.default_pipeline"]
     assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
     assert fake.pipelines == {} and fake.models == {}
+
+
+def test_setup_on_2190_removes_what_an_ml_inference_run_left_there(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    """A cluster wired with ml_inference on 2.19.0 (by an older release) converges to the
+    ml_opensearch set-up: the extra pipeline, model and connector go, teardown still restores."""
+    fake, url = opensearch(version="2.19.1")
+    before = snapshot(fake)
+    assert run_cli(*setup_args(url)).code == 0
+    fake.version = "2.19.0"
+    result = run_cli(*setup_args(url, "--json"))
+    assert result.code == 0, result.out
+    assert list(fake.pipelines) == ["rerank-sidecar"]
+    assert [c["name"] for c in fake.connectors.values()] == ["rerank-sidecar-rerank"]
+    assert [m["name"] for m in fake.models.values()] == ["rerank-sidecar-rerank"]
+    deleted = {
+        (c["resource"], c["name"]) for c in result.json()["changes"] if c["action"] == "deleted"
+    }
+    assert deleted == {
+        ("search pipeline", "rerank-sidecar-ext"),
+        ("model", "rerank-sidecar-rerank-dsl"),
+        ("connector", "rerank-sidecar-rerank-dsl"),
+    }
+    calls = len(fake.calls)
+    assert run_cli(*setup_args(url)).code == 0
+    assert mutations(fake, calls) == []
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert snapshot(fake) == before
+    assert fake.violations == []
