@@ -4,7 +4,7 @@ Layout of the result (what the integ-test zip lacks is added the way the full di
 `lib/`, `bin/`, `config/` from the integ-test zip; `modules/transport-netty4` (in the zip),
 `modules/lang-painless` and `modules/analysis-common` (jars plus a descriptor and policy written
 here); `plugins/<name>/` for each plugin zip (flat zips, unpacked as they are). Facts:
-docs/contracts.md §8.
+docs/contracts.md §9.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _resolve(version: str, into: Path) -> None:
         raise NodeError(
             f"Maven could not fetch the OpenSearch {version} artifacts "
             f"({'missing: ' + missing.group(1) if missing else cause[:400]}); check that "
-            "Maven Central publishes them for this version (docs/contracts.md §8) and that the "
+            "Maven Central publishes them for this version (docs/contracts.md §9) and that the "
             "network reaches it, then retry"
         )
 

@@ -210,3 +210,11 @@ def test_token_travels_in_the_connector_credential(
             == 200
         )
     es_integration("teardown", "--url", cluster.url, "--name", "rr-token", "--yes")
+
+
+def test_status_checks_every_piece_and_a_rerank_through_the_cluster(
+    cluster: Cluster, catalog: Attached
+) -> None:
+    report = es_integration("status", "--url", cluster.url, "--name", catalog.name)
+    assert report["ok"] is True, report
+    assert not [c for c in report["changes"] if c["action"] == "failed"]

@@ -1,4 +1,6 @@
-"""Layer 3: against a real cluster, opt-in. Skipped unless the environment names one.
+"""Against a cluster of yours, opt-in (`-m external_cluster`), skipped unless the environment
+names one. The suite in `tests/cluster/` runs on a real node started by the session; this one is for
+a secured or managed cluster, or Elasticsearch, which cannot run here.
 
 OpenSearch (2.12+ with ml-commons and neural-search):
 
@@ -31,7 +33,7 @@ from es_integration.transport import (
 )
 from tests.es_integration.conftest import CliRunner
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.external_cluster
 
 DOCS = [
     {"title": "Bananas", "body": "Bananas are rich in potassium."},
