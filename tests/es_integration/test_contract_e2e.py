@@ -119,10 +119,11 @@ def assert_reranked(response: dict[str, Any], expected: dict[str, float]) -> Non
     assert response["hits"]["max_score"] == hits[0]["_score"]
 
 
-def test_ml_opensearch_path_212_to_217(
-    live_sidecar: str, opensearch: ClusterFactory, run_cli: CliRunner
+@pytest.mark.parametrize("version", ["2.17.0", "2.19.0"])
+def test_ml_opensearch_path_212_to_2190(
+    live_sidecar: str, opensearch: ClusterFactory, run_cli: CliRunner, version: str
 ) -> None:
-    fake, url = wire_cluster(opensearch, run_cli, live_sidecar, "2.17.0")
+    fake, url = wire_cluster(opensearch, run_cli, live_sidecar, version)
     plain = search(url, {"query": {"match": {"body": "tower"}}}, pipeline="_none")
     reranked = search(
         url,
