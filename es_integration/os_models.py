@@ -45,7 +45,8 @@ def _comparable(connector: dict[str, Any], config_keys: list[str]) -> dict[str, 
             if key in view:
                 view[key] = str(view[key]).upper()
         actions.append(view)
-    config = connector.get("client_config") or {}
+    config = connector.get("client_config")
+    config = config if isinstance(config, dict) else {}
     return {
         "description": connector.get("description"),
         "protocol": connector.get("protocol"),
