@@ -93,7 +93,9 @@ def query_dsl_request_body(options: Options) -> str:
     ML Commons inserts them raw."""
     documents = "[${parameters.documents}]" if options.one_to_one else "${parameters.documents}"
     return (
-        '{ "query": ${parameters.query}, "documents": ' + documents + ", "
+        '{ "query": ${parameters.query}, "sort": ${parameters.sort}, "documents": '
+        + documents
+        + ", "
         '"fields": ' + json.dumps(options.fields) + _instruction_fragment(options) + " }"
     )
 
@@ -148,9 +150,14 @@ def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
     )
 
 
+# Defaults for what a search may lack: with `ignore_missing`, ml_inference leaves out the input
+# of an absent request path, and an unfilled placeholder would fail the call (docs/contracts.md).
+QUERY_DSL_DEFAULTS = {"query": "null", "sort": "null"}
+
+
 def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
     # No post-process function: ml_inference reads `scores` from the raw response (dataAsMap).
-    return _sidecar_connector(
+    connector = _sidecar_connector(
         options,
         version,
         name=options.names.dsl_connector,
@@ -159,6 +166,8 @@ def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
         request_body=query_dsl_request_body(options),
         functions={},
     )
+    connector["parameters"] = dict(QUERY_DSL_DEFAULTS)
+    return connector
 
 
 def document_selector(fields: list[str]) -> str:
@@ -191,6 +200,8 @@ def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]
                     "input_map": [
                         {
                             "query": "$._request.query",
+                            # A sorted search is answered 422 client_sort and keeps its order.
+                            "sort": "$._request.sort",
                             "documents": document_selector(options.fields),
                         }
                     ],
@@ -198,8 +209,9 @@ def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]
                         {SCORE_FIELD: "$.scores[0]" if options.one_to_one else "scores"}
                     ],
                     "full_response_path": False,
-                    # A request without `query` fails before any call; ignore_failure passes it on.
-                    "ignore_missing": False,
+                    # A request without `query` or `sort` sends null (QUERY_DSL_DEFAULTS); the
+                    # sidecar's 422 for it is passed over by ignore_failure.
+                    "ignore_missing": True,
                     "ignore_failure": True,
                     "override": True,
                     "one_to_one": options.one_to_one,
