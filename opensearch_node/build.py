@@ -9,6 +9,7 @@ docs/contracts.md §9.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from opensearch_node.errors import NodeError
 
 POM = Path(__file__).with_name("pom.xml")
+CHECKSUMS = Path(__file__).with_name("checksums")
 DEFAULT_VERSION = "2.19.1"
 # Plugins load in dependency order: each names the one it extends.
 PLUGIN_ZIPS = (
@@ -107,9 +109,23 @@ def ensure_home(version: str = DEFAULT_VERSION, *, log: bool = True) -> Path:
     return home
 
 
+def pinned_checksums(version: str) -> dict[str, str] | None:
+    """{file name: SHA-256} recorded for `version`, or None where none are recorded."""
+    path = CHECKSUMS / f"{version}.sha256"
+    if not path.is_file():
+        return None
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
 def _resolve(version: str, into: Path) -> None:
+    # Maven Central has no checksum files for some plugin zips (ml-commons, neural-search and
+    # job-scheduler 2.19.1.0), so Maven's strict policy cannot apply to them: versions with
+    # recorded SHA-256 sums are checked against those, any other version with --strict-checksums.
+    pins = pinned_checksums(version)
     command = [
-        "mvn", "-B", "-q", "-Dstyle.color=never", "--strict-checksums", "-f", str(POM),
+        "mvn", "-B", "-q", "-Dstyle.color=never", "-f", str(POM),
+        *([] if pins else ["--strict-checksums"]),
         f"-Dopensearch.version={version}",
         "dependency:copy-dependencies", f"-DoutputDirectory={into}",
     ]  # fmt: skip
@@ -124,6 +140,28 @@ def _resolve(version: str, into: Path) -> None:
             "Maven Central publishes them for this version (docs/contracts.md §9) and that the "
             "network reaches it, then retry"
         )
+    if pins is not None:
+        _verify(version, into, pins)
+
+
+def _verify(version: str, artifacts: Path, pins: dict[str, str]) -> None:
+    found = {path.name: path for path in artifacts.iterdir()}
+    if set(found) != set(pins):
+        raise NodeError(
+            f"the OpenSearch {version} artifacts differ from the recorded list "
+            f"(unexpected: {sorted(set(found) - set(pins))}, missing: "
+            f"{sorted(set(pins) - set(found))}); update {CHECKSUMS / (version + '.sha256')}"
+        )
+    for name, path in sorted(found.items()):
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != pins[name]:
+            raise NodeError(
+                f"{name} does not match its recorded SHA-256 (a corrupt or altered download): "
+                f"remove it from ~/.m2/repository and retry"
+            )
 
 
 def _assemble(version: str, artifacts: Path, home: Path) -> None:

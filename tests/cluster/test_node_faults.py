@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -60,3 +61,26 @@ def test_no_matching_jdk_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENSEARCH_JAVA_HOME", raising=False)
     with pytest.raises(NodeError, match=r"no JDK 21-99 found.*OPENSEARCH_JAVA_HOME"):
         find_java_home("3.0.0")
+
+
+def test_an_altered_artifact_is_refused(tmp_path: Path) -> None:
+    from opensearch_node.build import _verify
+
+    (tmp_path / "plugin.zip").write_bytes(b"what Maven Central served")
+    pins = {"plugin.zip": hashlib.sha256(b"what Maven Central served").hexdigest()}
+    _verify("2.19.1", tmp_path, pins)
+    (tmp_path / "plugin.zip").write_bytes(b"something else")
+    with pytest.raises(NodeError, match="does not match its recorded SHA-256"):
+        _verify("2.19.1", tmp_path, pins)
+    (tmp_path / "extra.jar").write_bytes(b"")
+    with pytest.raises(NodeError, match=r"unexpected: \['extra.jar'\]"):
+        _verify("2.19.1", tmp_path, pins)
+
+
+def test_recorded_checksums_cover_the_default_version() -> None:
+    from opensearch_node.build import DEFAULT_VERSION, PLUGIN_ZIPS, pinned_checksums
+
+    pins = pinned_checksums(DEFAULT_VERSION)
+    assert pins is not None
+    assert {f"{name}-{DEFAULT_VERSION}.0.zip" for name in PLUGIN_ZIPS} <= set(pins)
+    assert f"opensearch-{DEFAULT_VERSION}.zip" in pins
