@@ -331,6 +331,9 @@ class FakeOpenSearch:
 
     def _create_connector(self, body: Any, **_: Any) -> Any:
         self._check_url(body)
+        if self.v >= Version(2, 19) and not body.get("credential"):
+            # MLCreateConnectorInput, seen on the real 2.19.1 node (docs/contracts.md §7).
+            raise HttpError(400, "Connector credential is null or empty list")
         cid = self._id("conn")
         self.connectors[cid] = copy.deepcopy(body)
         if self.v < Version(2, 13):  # HttpConnector.parse skips the unknown key
