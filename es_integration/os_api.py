@@ -168,6 +168,13 @@ def register_model_group(t: Transport, name: str, description: str, public: bool
     return text_id(call(t, "POST", path, body=body).body, "model_group_id", f"POST {path}")
 
 
+def model_group_description(t: Transport, group_id: str) -> str:
+    """The description as stored now: a GET by id is real-time, a search is not."""
+    path = f"/_plugins/_ml/model_groups/{_q(group_id)}"
+    description = optional_member(call(t, "GET", path).body, "description", str, f"GET {path}")
+    return description or ""
+
+
 def update_model_group(t: Transport, group_id: str, description: str) -> None:
     call(t, "PUT", f"/_plugins/_ml/model_groups/{_q(group_id)}", body={"description": description})
 

@@ -54,8 +54,9 @@ def load(session: Session) -> StateRecord | None:
     group = find_group(session)
     if group is None:
         return None
-    description = group.get("description")
-    saved = description if isinstance(description, str) else ""
+    # The search that found the group can lag behind the last run's update of its description
+    # (seen on the real 2.19.1 node: a teardown right after setup read an empty record).
+    saved = os_api.model_group_description(session.t, group["_id"])
     return StateRecord(session.t, group["_id"], SetupState.from_description(saved), saved)
 
 

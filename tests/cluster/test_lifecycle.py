@@ -42,15 +42,21 @@ def settings_snapshot(cluster: Cluster, index: str) -> dict[str, Any]:
     }
 
 
-def rerank_requests(sidecar: str, status: str) -> float:
+def requests_by_status(sidecar: str) -> dict[str, float]:
+    """The sidecar's request counter (all endpoints) by HTTP status."""
     with urllib.request.urlopen(f"{sidecar}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "rerank_requests_total" and sample.labels.get("status") == status
-    )
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "rerank_requests_total":
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0) + sample.value
+    return counts
+
+
+def rerank_requests(sidecar: str, status: str) -> float:
+    return requests_by_status(sidecar).get(status, 0)
 
 
 def test_setup_twice_changes_nothing_and_teardown_restores_everything(
@@ -69,6 +75,15 @@ def test_setup_twice_changes_nothing_and_teardown_restores_everything(
 
     es_integration("teardown", "--url", cluster.url, "--name", "rr-idem", "--yes")
     assert settings_snapshot(cluster, index) == before
+    # Everything setup created is gone (GET by id is real-time; a search may lag).
+    for resource, path in [
+        ("model group", "model_groups"), ("connector", "connectors"), ("model", "models")
+    ]:  # fmt: skip
+        for object_id in changed_ids(first, resource).values():
+            response = cluster.client.transport.perform_request(
+                "GET", f"/_plugins/_ml/{path}/{object_id}", params={"ignore": 404}
+            )
+            assert response.get("status") == 404 or "error" in response, (resource, response)
     for pipeline in ("rr-idem", "rr-idem-ext"):
         assert not cluster.client.transport.perform_request(
             "GET", "/_search/pipeline", params={"ignore": 404}
@@ -129,13 +144,14 @@ def test_throttled_sidecar_is_retried_by_the_cluster(
             while rerank_requests(sidecar.url, "429") == 0 and time.monotonic() < deadline:
                 # Probe until the queue is full; the probe itself is one of the 429s counted.
                 post_json(f"{sidecar.url}/v1/rerank", {"query": "probe", "documents": ["x"]})
-            probes = rerank_requests(sidecar.url, "429")
-            assert probes >= 1, "the sidecar never filled up"
+            before = requests_by_status(sidecar.url)
+            assert before.get("429", 0) >= 1, "the sidecar never filled up"
             result = cluster.search(scratch_index, body)
-            throttled = rerank_requests(sidecar.url, "429") - probes
+            after = requests_by_status(sidecar.url)
+            throttled = after.get("429", 0) - before["429"]
         for blocker in blockers:
             blocker.join()
-    assert throttled == 3, "one call and two retries (--max-retries 2)"
+    assert throttled == 3, f"one call and two retries (--max-retries 2): {before} -> {after}"
     assert ids(result) == ids(cluster.plain(scratch_index, body))
     es_integration("teardown", "--url", cluster.url, "--name", "rr-429", "--yes")
 
