@@ -1,4 +1,5 @@
-"""`python -m es_integration {opensearch,elasticsearch} {setup,status,teardown} [flags]`.
+"""`python -m es_integration {opensearch,elasticsearch} {setup,status,teardown} [flags]`, and
+`python -m es_integration opensearch eval` (es_integration/eval.py).
 
 Exit status: 0 done (status: everything works), 1 failed, 2 bad usage, 3 a change needs --yes,
 4 status found a problem.
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from es_integration import dryrun, es_setup, os_setup, os_status, os_teardown
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "get reranked hits) or Elasticsearch (a rerank inference endpoint).",
     )
     parser.add_argument("target", choices=("opensearch", "elasticsearch"))
-    parser.add_argument("command", choices=("setup", "status", "teardown"))
+    parser.add_argument("command", choices=("setup", "status", "teardown", "eval"))
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument(
         "--url",
@@ -169,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="answer yes to confirmations (non-interactive use)"
     )
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluation = parser.add_argument_group("eval (OpenSearch): BM25 against the rerank pipeline")
+    evaluation.add_argument("--queries", type=Path, help="TSV: <query id> TAB <query text>")
+    evaluation.add_argument(
+        "--judgments", type=Path, help="TREC qrels: <query id> <iteration> <doc _id> <grade>"
+    )
+    evaluation.add_argument(
+        "--results", type=Path, default=Path("eval.json"), help="JSON output (default eval.json)"
+    )
+    evaluation.add_argument(
+        "--chart", type=Path, default=Path("eval.png"), help="PNG output (default eval.png)"
+    )
     return parser
 
 
@@ -284,6 +297,43 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def run_eval(
+    args: argparse.Namespace,
+    options: Options,
+    transport: Transport | None,
+    out: TextIO,
+    secrets: Sequence[str],
+) -> int:
+    """`opensearch eval` prints its own table or JSON: it changes nothing, so no setup report."""
+    try:
+        if args.target != "opensearch":
+            raise UsageError("eval runs against OpenSearch only")
+        if options.dry_run:
+            raise UsageError("eval sends searches and changes nothing: --dry-run does not apply")
+        if len(options.indices) != 1 or not args.queries or not args.judgments:
+            raise UsageError("eval needs one --index, --queries and --judgments")
+        try:
+            # The eval extra (ir-measures, matplotlib, tqdm) is loaded by this command only.
+            from es_integration import eval as evaluation
+        except ImportError as exc:
+            raise UsageError(f"eval needs: pip install 'rerank-sidecar[eval]' ({exc})") from None
+        evaluation.run(
+            transport or make_transport(args.target, options, args.request_timeout, out),
+            index=options.indices[0],
+            queries_path=args.queries,
+            judgments_path=args.judgments,
+            fields=options.fields,
+            results_path=args.results,
+            chart_path=args.chart,
+            as_json=args.json,
+            out=out,
+        )
+    except EsIntegrationError as exc:
+        print(scrub(f"rerank-es-integration: error: {exc}", secrets), file=sys.stderr)
+        return exc.exit_code
+    return EXIT_OK
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -302,6 +352,8 @@ def main(
         print(f"rerank-es-integration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     secrets = _secrets(options)
+    if args.command == "eval":
+        return run_eval(args, options, transport, out, secrets)
     report = Report(target=args.target, command=args.command, dry_run=options.dry_run)
     # With --json, a dry run's requests go into the JSON document instead of stdout lines.
     request_lines: TextIO = io.StringIO() if (args.json and options.dry_run) else out
