@@ -1,0 +1,228 @@
+"""The score cache: (model, instruction, query, document, token limit) -> score.
+
+Two tiers. In process, a TTL + LRU cache bounded in bytes (cachetools). Optionally Redis, shared by
+all replicas, with the same TTL and a key prefix. Redis is an accelerator, never a dependency: every
+Redis call is bounded by a timeout, and a Redis that is down or slow makes the cache in-process
+only for a while (logged once, counted), never a failed or slowed request. Writes to Redis happen
+after the answer, in the background.
+
+A pair found in either tier is answered from it and never reaches the tokenizer or the batcher.
+Scores are deterministic for a model and its input, so a cached score is the score the backend
+would give; the TTL bounds how long one outlives a model redeployed under the same name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple, TypeVar
+
+from cachetools import TTLCache
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sidecar.config import Settings
+from sidecar.metrics import Metrics
+from sidecar.timing import timed
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_PACKED = struct.Struct("<dI?")  # score, tokens of the formatted pair, truncated
+# An entry's own objects (16-byte key, tuple, float, int) and its share of cachetools' links.
+_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof((0.0, 1, True)) + 32 + 28 + 160
+
+
+class ScoredPair(NamedTuple):
+    """What is kept of a scored pair: the score, and what the response reports about the pair."""
+
+    score: float
+    n_tokens: int
+    truncated: bool
+
+
+class _CountingTTLCache(TTLCache[bytes, ScoredPair]):
+    """A TTLCache that counts the entries it evicts to stay within its byte bound."""
+
+    def __init__(self, max_bytes: int, ttl_s: float, on_evict: Callable[[], None]) -> None:
+        super().__init__(maxsize=max_bytes, ttl=ttl_s, timer=time.monotonic)
+        self._on_evict = on_evict
+
+    @staticmethod
+    def getsizeof(value: ScoredPair) -> float:
+        return _ENTRY_BYTES
+
+    def popitem(self) -> tuple[bytes, ScoredPair]:
+        item = super().popitem()
+        self._on_evict()
+        return item
+
+
+class ScoreCache:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        max_bytes: int,
+        ttl_s: float,
+        redis_url: str | None = None,
+        key_prefix: str = "rerank:",
+        redis_timeout_s: float = 0.05,
+        redis_retry_s: float = 5.0,
+    ) -> None:
+        self._metrics = metrics
+        self._ttl_s = ttl_s
+        self._memory = (
+            _CountingTTLCache(max_bytes, ttl_s, metrics.score_cache_evictions.inc)
+            if max_bytes >= _ENTRY_BYTES
+            else None
+        )
+        self._prefix = key_prefix.encode()
+        self._redis_timeout_s = redis_timeout_s
+        self._redis_retry_s = redis_retry_s
+        self._redis = (
+            aioredis.Redis.from_url(
+                redis_url,
+                socket_timeout=redis_timeout_s,
+                socket_connect_timeout=redis_timeout_s,
+                retry_on_timeout=False,
+            )
+            if redis_url
+            else None
+        )
+        self._redis_down_until = 0.0
+        self._redis_failing = False
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self._memory is not None or self._redis is not None
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=self._redis_timeout_s * 2)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @staticmethod
+    def keys(
+        model: str, instruction: str, query: str, limit: int | None, documents: Sequence[str]
+    ) -> list[bytes]:
+        """One 16-byte key per document; the request's part is hashed once."""
+        head = hashlib.blake2b(digest_size=16)
+        for part in (model, instruction, query, str(limit)):
+            encoded = part.encode()
+            head.update(len(encoded).to_bytes(8, "little") + encoded)
+        keys = []
+        for document in documents:
+            hasher = head.copy()
+            hasher.update(document.encode())
+            keys.append(hasher.digest())
+        return keys
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[ScoredPair | None]:
+        with timed("cache"):
+            return await self._get_many(keys)
+
+    async def _get_many(self, keys: Sequence[bytes]) -> list[ScoredPair | None]:
+        found: list[ScoredPair | None] = [None] * len(keys)
+        if self._memory is not None:
+            for i, key in enumerate(keys):
+                found[i] = self._memory.get(key)
+        memory_hits = sum(value is not None for value in found)
+        redis_hits = 0
+        missing = [i for i, value in enumerate(found) if value is None]
+        if missing and self._redis_usable():
+            values = await self._redis_call(self._mget([keys[i] for i in missing]))
+            for i, raw in zip(missing, values or (), strict=False):
+                if raw is not None and len(raw) == _PACKED.size:
+                    value = ScoredPair(*_PACKED.unpack(raw))
+                    found[i] = value
+                    redis_hits += 1
+                    if self._memory is not None:
+                        self._memory[keys[i]] = value
+        self._metrics.score_cache_hits.labels("memory").inc(memory_hits)
+        self._metrics.score_cache_hits.labels("redis").inc(redis_hits)
+        self._metrics.score_cache_misses.inc(len(keys) - memory_hits - redis_hits)
+        return found
+
+    def put_many(self, keys: Sequence[bytes], values: Sequence[ScoredPair]) -> None:
+        if self._memory is not None:
+            for key, value in zip(keys, values, strict=True):
+                self._memory[key] = value
+        if keys and self._redis_usable():
+            task = asyncio.create_task(self._store(list(keys), list(values)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def score(
+        self,
+        keys: Sequence[bytes],
+        score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
+    ) -> list[ScoredPair]:
+        """Each key's cached score; the others from `score_missing(indices)`, then cached."""
+        found = await self.get_many(keys)
+        missing = [i for i, value in enumerate(found) if value is None]
+        if missing:
+            fresh = await score_missing(missing)
+            self.put_many([keys[i] for i in missing], fresh)
+            for i, value in zip(missing, fresh, strict=True):
+                found[i] = value
+        return [value for value in found if value is not None]
+
+    def _redis_usable(self) -> bool:
+        return self._redis is not None and time.monotonic() >= self._redis_down_until
+
+    async def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        assert self._redis is not None
+        values = await self._redis.mget([self._prefix + key for key in keys])
+        return [value if isinstance(value, bytes) else None for value in values]
+
+    async def _store(self, keys: list[bytes], values: list[ScoredPair]) -> None:
+        assert self._redis is not None
+        ttl_ms = max(1, int(self._ttl_s * 1000))
+        pipe = self._redis.pipeline(transaction=False)
+        for key, value in zip(keys, values, strict=True):
+            pipe.set(self._prefix + key, _PACKED.pack(*value), px=ttl_ms)
+        await self._redis_call(pipe.execute())
+
+    async def _redis_call(self, call: Awaitable[T]) -> T | None:
+        """The call's result, or None when Redis failed or was too slow (then skipped a while)."""
+        try:
+            async with asyncio.timeout(self._redis_timeout_s):
+                result = await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._metrics.score_cache_redis_errors.inc()
+            if not self._redis_failing:
+                self._redis_failing = True
+                log.warning(
+                    "score cache: Redis failed (%s: %s); in-process only, retrying every %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    self._redis_retry_s,
+                )
+            self._redis_down_until = time.monotonic() + self._redis_retry_s
+            return None
+        if self._redis_failing:
+            self._redis_failing = False
+            log.warning("score cache: Redis answers again")
+        return result
+
+
+def build_score_cache(settings: Settings, metrics: Metrics) -> ScoreCache | None:
+    """The score cache the settings ask for, or None when both tiers are off."""
+    cache = ScoreCache(
+        metrics=metrics,
+        max_bytes=settings.score_cache_bytes,
+        ttl_s=settings.cache_ttl_s,
+        redis_url=settings.cache_url,
+        key_prefix=settings.cache_key_prefix,
+        redis_timeout_s=settings.cache_timeout_ms / 1000,
+    )
+    return cache if cache.enabled else None
