@@ -5,27 +5,41 @@ identical pair queued or in flight is scored once for every request that asked f
 the queue into backend calls by a token budget and a pair count, with a bounded number of calls in
 flight; while calls are in flight it waits at most `max_wait_ms` for the next batch to fill. A
 request that leaves (client gone, deadline) takes its pairs out of the queue unless another request
-still wants them.
+still wants them, and a backend call nobody waits for any more is cancelled. Each call carries the
+earliest deadline of its pairs. The loop is supervised: if it fails, waiting requests fail at once,
+`running` is False (readiness turns 503) until it has been restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from sidecar.backends.base import PreparedPair
-from sidecar.errors import BackendUnavailable, DeadlineExceeded, Overloaded, SidecarError
+from sidecar.errors import BackendUnavailable, DeadlineExceeded, SidecarError
 from sidecar.metrics import Metrics
+from sidecar.scoring_types import PreparedPair
+from sidecar.timing import record
 
 log = logging.getLogger(__name__)
 
-ScoreBatch = Callable[[Sequence[object]], Awaitable[list[float]]]
+
+class ScoreBatch(Protocol):
+    def __call__(
+        self, payloads: Sequence[object], *, deadline: float
+    ) -> Awaitable[list[float]]: ...
+
+
+# After a crash of the loop, wait this long before restarting it (doubling up to the maximum).
+RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,15 +48,18 @@ class BatchPolicy:
     max_batch_pairs: int
     max_wait_s: float
     max_inflight_batches: int
-    max_queue_pairs: int
 
 
 @dataclass(eq=False)
 class _Slot:
     pair: PreparedPair
     future: asyncio.Future[float]
+    deadline: float
     waiters: int = 0
-    in_flight: bool = False
+    sent_at: float = 0.0  # time.monotonic() when cut into a backend call
+    # Once cut into a backend call: the call, and every slot it carries.
+    call: asyncio.Task[None] | None = None
+    batch: list[_Slot] = field(default_factory=list)
 
 
 @dataclass
@@ -74,30 +91,46 @@ class Batcher:
         self._throughput = _Throughput()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._running = False
+        self.crash_reason = ""
 
     async def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="batcher")
+        self._loop_task = asyncio.create_task(self._supervise(), name="batcher")
+        self._running = True
 
     async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        self._running = False
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for slot in [*self._queue.values(), *self._in_flight.values()]:
+        self._fail_queued(BackendUnavailable("the sidecar is shutting down"))
+        for slot in list(self._in_flight.values()):
             if not slot.future.done():
                 slot.future.set_exception(BackendUnavailable("the sidecar is shutting down"))
+
+    @property
+    def running(self) -> bool:
+        """False while the batch loop is down after a failure."""
+        return self._running
 
     @property
     def queued_pairs(self) -> int:
         return len(self._queue)
 
+    def seconds_to_drain(self, pairs: int) -> int:
+        """A Retry-After for a client that finds `pairs` ahead of it."""
+        return self._throughput.seconds_to_drain(pairs)
+
     async def score(self, pairs: Sequence[PreparedPair], *, deadline: float) -> list[float]:
-        """Scores in the order of `pairs`; raises Overloaded, DeadlineExceeded or backend errors."""
-        self._admit(pairs)
-        slots = [self._enqueue(pair) for pair in pairs]
+        """Scores in the order of `pairs`; raises DeadlineExceeded or backend errors."""
+        if not self._running:
+            raise BackendUnavailable(f"the batch loop is restarting after: {self.crash_reason}")
+        entered = time.monotonic()
+        slots = [self._enqueue(pair, deadline) for pair in pairs]
         self._arrived.set()
         try:
             futures = {slot.future for slot in slots}
@@ -107,42 +140,65 @@ class Batcher:
             return [slot.future.result() for slot in slots]
         finally:
             self._release(slots)
+            _record_stages(slots, entered)
 
-    def _admit(self, pairs: Sequence[PreparedPair]) -> None:
-        new_pairs = len(
-            {p.key for p in pairs if p.key not in self._queue and p.key not in self._in_flight}
-        )
-        if new_pairs and len(self._queue) + new_pairs > self._policy.max_queue_pairs:
-            self._metrics.rejected_requests.inc()
-            raise Overloaded(
-                f"queue full: {len(self._queue)} pairs wait, limit {self._policy.max_queue_pairs}",
-                retry_after_s=self._throughput.seconds_to_drain(len(self._queue)),
-            )
-
-    def _enqueue(self, pair: PreparedPair) -> _Slot:
+    def _enqueue(self, pair: PreparedPair, deadline: float) -> _Slot:
         slot = self._queue.get(pair.key) or self._in_flight.get(pair.key)
         if slot is None:
             future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             # Consumed here so a result nobody waits for any more is not reported as lost.
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            slot = _Slot(pair, future)
+            slot = _Slot(pair, future, deadline)
             self._queue[pair.key] = slot
             self._queued_tokens += pair.n_tokens
         else:
             self._metrics.deduplicated_pairs.inc()
         slot.waiters += 1
+        # A queued pair is wanted until the latest of its requests' deadlines.
+        slot.deadline = max(slot.deadline, deadline)
         self._metrics.queue_pairs.set(len(self._queue))
         return slot
 
     def _release(self, slots: Sequence[_Slot]) -> None:
         for slot in slots:
             slot.waiters -= 1
-            if slot.waiters == 0 and not slot.in_flight and slot.pair.key in self._queue:
+            if slot.waiters > 0:
+                continue
+            if slot.call is None and slot.pair.key in self._queue:
                 del self._queue[slot.pair.key]
                 self._queued_tokens -= slot.pair.n_tokens
                 slot.future.cancel()
                 self._metrics.dropped_pairs.inc()
+            elif slot.call is not None and not any(s.waiters for s in slot.batch):
+                # Nobody waits for this call any more: free its slot and vLLM's work.
+                slot.call.cancel()
         self._metrics.queue_pairs.set(len(self._queue))
+
+    async def _supervise(self) -> None:
+        delay = RESTART_DELAY_S
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                log.exception("the batch loop failed; restarting it in %.1f s", delay)
+                self._running = False
+                self.crash_reason = f"{type(exc).__name__}: {exc}"
+                self._fail_queued(BackendUnavailable(f"the batch loop failed: {self.crash_reason}"))
+                self._metrics.batch_loop_restarts.inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RESTART_DELAY_S)
+                self._slots_free = asyncio.Semaphore(
+                    self._policy.max_inflight_batches - len(self._tasks)
+                )
+                self._running = True
+
+    def _fail_queued(self, error: SidecarError) -> None:
+        for slot in self._queue.values():
+            if not slot.future.done():
+                slot.future.set_exception(error)
+        self._queue.clear()
+        self._queued_tokens = 0
+        self._metrics.queue_pairs.set(0)
 
     async def _run(self) -> None:
         while True:
@@ -156,8 +212,12 @@ class Batcher:
                     self._slots_free.release()
                     break
                 task = asyncio.create_task(self._dispatch(batch))
+                for slot in batch:
+                    slot.call = task
+                    slot.batch = batch
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._metrics.inflight_batches.inc()
+                task.add_done_callback(functools.partial(self._call_done, batch))
 
     async def _wait_to_fill(self) -> None:
         # An idle backend gets the work at once; waiting only pays while calls are in flight,
@@ -179,6 +239,7 @@ class Batcher:
     def _cut_batch(self) -> list[_Slot]:
         batch: list[_Slot] = []
         tokens = 0
+        now = time.monotonic()
         while self._queue and len(batch) < self._policy.max_batch_pairs:
             slot = next(iter(self._queue.values()))
             # The first pair always goes, even over the budget, so no pair waits forever.
@@ -186,8 +247,12 @@ class Batcher:
                 break
             del self._queue[slot.pair.key]
             self._queued_tokens -= slot.pair.n_tokens
-            slot.in_flight = True
+            if slot.deadline <= now:  # its requests are answering 503 right now
+                slot.future.cancel()
+                self._metrics.dropped_pairs.inc()
+                continue
             self._in_flight[slot.pair.key] = slot
+            slot.sent_at = now
             batch.append(slot)
             tokens += slot.pair.n_tokens
         self._metrics.queue_pairs.set(len(self._queue))
@@ -195,11 +260,13 @@ class Batcher:
 
     async def _dispatch(self, batch: list[_Slot]) -> None:
         started = time.monotonic()
-        self._metrics.inflight_batches.inc()
         self._metrics.batch_pairs.observe(len(batch))
         self._metrics.batch_tokens.observe(sum(slot.pair.n_tokens for slot in batch))
         try:
-            scores = await self._score_batch([slot.pair.payload for slot in batch])
+            scores = await self._score_batch(
+                [slot.pair.payload for slot in batch],
+                deadline=min(slot.deadline for slot in batch),
+            )
         except SidecarError as exc:
             self._fail(batch, exc)
         except Exception as exc:
@@ -218,15 +285,30 @@ class Batcher:
             for slot, score in zip(batch, scores, strict=True):
                 if not slot.future.done():
                     slot.future.set_result(score)
-        finally:
-            for slot in batch:
-                self._in_flight.pop(slot.pair.key, None)
-            self._metrics.backend_calls.inc()
-            self._metrics.inflight_batches.dec()
-            self._slots_free.release()
+
+    def _call_done(self, batch: list[_Slot], task: asyncio.Task[None]) -> None:
+        # A done callback, not `finally`: a call cancelled before it started runs no finally.
+        self._tasks.discard(task)
+        if task.cancelled():
+            self._metrics.cancelled_calls.inc()
+        for slot in batch:
+            self._in_flight.pop(slot.pair.key, None)
+            if not slot.future.done():
+                slot.future.cancel()
+        self._metrics.backend_calls.inc()
+        self._metrics.inflight_batches.dec()
+        self._slots_free.release()
 
     def _fail(self, batch: list[_Slot], error: SidecarError) -> None:
         self._metrics.backend_errors.labels(error.error_type).inc()
         for slot in batch:
             if not slot.future.done():
                 slot.future.set_exception(error)
+
+
+def _record_stages(slots: Sequence[_Slot], entered: float) -> None:
+    """A request's queue time (until its last pair was sent) and backend time (from then on)."""
+    sent = max((slot.sent_at for slot in slots), default=0.0)
+    if sent:
+        record("queue", max(0.0, sent - entered))
+        record("backend", time.monotonic() - max(sent, entered))

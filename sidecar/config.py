@@ -43,10 +43,69 @@ class Settings(BaseSettings):
     max_documents: int = Field(1000, ge=1, description="documents in one request")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request body limit")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of one request")
+    max_concurrent_requests: int = Field(
+        256, ge=1, description="rerank requests served at once; more are refused with 429"
+    )
+    fallback: Literal["none", "embedded"] = Field(
+        "none",
+        description="embedded: score with the embedded bi-encoder while vLLM is unreachable, "
+        "failing or the queue is over --fallback-queue-fraction of --max-queue-pairs",
+    )
+    fallback_queue_fraction: float = Field(
+        0.75, gt=0, le=1, description="queue high-water mark that sends new requests to fallback"
+    )
+
+    connect_timeout_s: float = Field(2.0, gt=0, description="vLLM connect timeout")
+    replica_cooldown_s: float = Field(
+        5.0, ge=0, description="a vLLM replica that failed is tried last for this long"
+    )
+    vllm_connections: int = Field(100, ge=1, description="pooled connections to each vLLM")
+    health_check_interval_s: float = Field(
+        1.0, gt=0, description="background health check period of each vLLM replica"
+    )
+    health_check_timeout_s: float = Field(
+        3.0, gt=0, description="a replica that does not pass a health check in this time is down"
+    )
+    embedded_batch_size: int = Field(64, ge=1, description="texts per embedded-model forward")
+
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this time"
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0, description="a request's body must arrive within this time (408 after)"
+    )
+    keepalive_timeout_s: float = Field(75.0, ge=0, description="idle keep-alive connections")
+    drain_delay_s: float = Field(
+        5.0,
+        ge=0,
+        description="after SIGTERM: /readyz is 503 and new requests are still served this long",
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0, description="after the drain delay: in-flight requests get this long to finish"
+    )
     api_token: str | None = Field(
         None, description="when set, rerank endpoints require 'Authorization: Bearer <token>'"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    score_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="in-process score cache, in bytes; 0 = off"
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0, description="lifetime of a cached score")
+    cache_url: str | None = Field(
+        None, description="redis://host:6379/0: a score cache shared by all replicas"
+    )
+    cache_key_prefix: str = Field("rerank:", description="prefix of the sidecar's Redis keys")
+    cache_timeout_ms: float = Field(
+        50.0, gt=0, description="a Redis call slower than this is skipped (in-process only)"
+    )
+    document_cache_bytes: int = Field(
+        32 * 1024 * 1024, ge=0, description="token ids of recent documents, in bytes; 0 = off"
+    )
+    server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop of `serve`"
+    )
 
     @field_validator("vllm_url", mode="before")
     @classmethod

@@ -53,5 +53,20 @@ class BackendUnavailable(SidecarError):
         super().__init__(message, headers={"Retry-After": "1", **THROTTLING_HEADERS})
 
 
-class DeadlineExceeded(BackendUnavailable):
+class DeadlineExceeded(SidecarError):
+    """The request's own deadline passed. Not a throttle: a retry would only add load."""
+
+    status = 503
     error_type = "timeout"
+
+
+class BadRequest(SidecarError):
+    """The HTTP layer could not read the request (encoding, framing, headers)."""
+
+    status = 400
+    error_type = "bad_request"
+
+
+class RequestTimeout(SidecarError):
+    status = 408
+    error_type = "request_timeout"

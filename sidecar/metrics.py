@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKEN_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144)
+# Stages of one request run from microseconds (a cache hit) to the deadline.
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, *_LATENCY_BUCKETS[1:])
 
 
 class Metrics:
@@ -34,7 +36,26 @@ class Metrics:
             "rerank_dropped_pairs", "Queued pairs dropped because no request waits", registry=r
         )
         self.rejected_requests = Counter(
-            "rerank_rejected_requests", "Requests refused because the queue is full", registry=r
+            "rerank_rejected_requests",
+            "Requests refused before any work: queue full or too many requests at once",
+            registry=r,
+        )
+        self.requests_in_progress = Gauge(
+            "rerank_requests_in_progress", "Admitted rerank requests not yet answered", registry=r
+        )
+        self.degraded_requests = Counter(
+            "rerank_degraded_requests",
+            "Requests scored by the fallback bi-encoder instead of vLLM",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_loop_restarts = Counter(
+            "rerank_batch_loop_restarts", "Restarts of the batch loop after a failure", registry=r
+        )
+        self.cancelled_calls = Counter(
+            "rerank_cancelled_backend_calls",
+            "Backend calls cancelled because no request waited for them any more",
+            registry=r,
         )
         self.queue_pairs = Gauge("rerank_queue_pairs", "Pairs waiting for a batch", registry=r)
         self.inflight_batches = Gauge(
@@ -52,4 +73,28 @@ class Metrics:
         )
         self.backend_seconds = Histogram(
             "rerank_backend_seconds", "Backend call latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.stage_seconds = Histogram(
+            "rerank_stage_seconds",
+            "Time of a scoring request in each stage (admission, cache, tokenize, queue, "
+            "backend, total)",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.score_cache_hits = Counter(
+            "rerank_score_cache_hits", "Pairs answered by the score cache", ["tier"], registry=r
+        )
+        self.score_cache_misses = Counter(
+            "rerank_score_cache_misses", "Pairs not in the score cache", registry=r
+        )
+        self.score_cache_evictions = Counter(
+            "rerank_score_cache_evictions",
+            "Scores evicted from the in-process cache to stay within its size",
+            registry=r,
+        )
+        self.score_cache_redis_errors = Counter(
+            "rerank_score_cache_redis_errors",
+            "Redis calls of the score cache that failed or timed out",
+            registry=r,
         )

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from sidecar.config import Settings
-from sidecar.routes_query_dsl import QUERY_DSL_PATH, QueryDslRerankRequest
-from sidecar.schemas import RerankRequest, TextDocument
+from sidecar.routes_query_dsl import QUERY_DSL_PATH
+from sidecar.schemas import QueryDslRerankRequest, RerankRequest, TextDocument
 
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
 

@@ -21,6 +21,10 @@ import re
 from typing import Any
 
 MAX_QUERY_CHARS = 4096
+# Deeper than any real query or document; clients cannot make us recurse without bound.
+MAX_DEPTH = 64
+# More texts than fit in MAX_QUERY_CHARS are not collected.
+MAX_TEXTS = 256
 
 _FULL_TEXT = frozenset({"match", "match_phrase", "match_phrase_prefix", "match_bool_prefix"})
 _QUERY_KEY = frozenset({"multi_match", "combined_fields"})
@@ -36,8 +40,11 @@ _WRAPPERS = {
 }
 _LISTS = {"dis_max": "queries", "hybrid": "queries"}
 
-_NEGATED = re.compile(r'(?:(?<=\s)|^)(?:NOT\s+|[-!])(?:"[^"]*"|\([^)]*\)|\S+)')
-_FIELD_PREFIX = re.compile(r"(?<![\w])[A-Za-z_@][\w.*@]*:(?!//)")
+# Linear in the text: a field prefix starts only where its run starts, and no group scans past
+# 256 characters (a 128 KB query_string of `@` took 15.9 s on the event loop when a match could
+# start at every `@` and scan to the end).
+_NEGATED = re.compile(r'(?:(?<=\s)|^)(?:NOT\s+|[-!])(?:"[^"]{0,256}"|\([^)]{0,256}\)|\S++)')
+_FIELD_PREFIX = re.compile(r"(?<![\w.*@])[A-Za-z_@][\w.*@]*+:(?!//)")
 _OPERATORS = re.compile(r"(?<!\S)(?:AND|OR|&&|\|\|)(?!\S)")
 _SUFFIX = re.compile(r"[~^][\d.]*")
 _SPECIAL = re.compile(r'[+(){}\[\]"*?|&<>=]')
@@ -46,20 +53,26 @@ _SPECIAL = re.compile(r'[+(){}\[\]"*?|&<>=]')
 def query_text(query: Any) -> str:
     """The text of a query DSL object (or of a whole search body with a `query` key); "" if the
     query has none (match_all, term, range, knn, ...). A plain string is returned as is."""
+    # A search body: no query type is called "query".
+    for _ in range(MAX_DEPTH):
+        if not (isinstance(query, dict) and isinstance(query.get("query"), dict | str)):
+            break
+        query = query["query"]
     if isinstance(query, str):
-        return _squash(query)
-    if isinstance(query, dict) and "query" in query and isinstance(query["query"], dict | str):
-        # A search body: no query type is called "query".
-        return query_text(query["query"])
+        return _squash(query[: 4 * MAX_QUERY_CHARS])[:MAX_QUERY_CHARS].strip()
     texts: list[str] = []
     _walk(query, texts, depth=0)
     seen: set[str] = set()
     unique = []
+    length = 0
     for text in texts:
         squashed = _squash(text)
         if squashed and squashed.lower() not in seen:
             seen.add(squashed.lower())
             unique.append(squashed)
+            length += len(squashed) + 1
+            if length > MAX_QUERY_CHARS:
+                break
     return " ".join(unique)[:MAX_QUERY_CHARS].strip()
 
 
@@ -76,7 +89,7 @@ def _scalar_text(value: Any) -> str | None:
 
 
 def _walk(node: Any, out: list[str], depth: int) -> None:
-    if depth > 64:  # a client cannot make us recurse without bound
+    if depth > MAX_DEPTH or len(out) >= MAX_TEXTS:
         return
     if isinstance(node, list):
         for item in node:
@@ -131,7 +144,7 @@ def _one(kind: str, body: Any, out: list[str], depth: int) -> None:
 
 
 def _intervals(node: Any, out: list[str], depth: int) -> None:
-    if depth > 64 or not isinstance(node, dict):
+    if depth > MAX_DEPTH or not isinstance(node, dict):
         return
     for key, value in node.items():
         if key == "match" and isinstance(value, dict):
@@ -148,13 +161,49 @@ def _intervals(node: Any, out: list[str], depth: int) -> None:
 def strip_syntax(text: str) -> str:
     """Lucene/simple query syntax out, wanted words in: `title:(quick OR "brown fox")^2 -lazy~1`
     -> `quick brown fox` (negated terms are not what the user wants, so they go too)."""
-    text = text.replace("\\", " ")
+    # Only as much as can end up in the query text: the rest would be cut anyway.
+    text = text[: 4 * MAX_QUERY_CHARS].replace("\\", " ")
     text = _NEGATED.sub(" ", text)
     text = _FIELD_PREFIX.sub(" ", text)
     text = _OPERATORS.sub(" ", text)
     text = _SUFFIX.sub(" ", text)
     text = _SPECIAL.sub(" ", text)
     return _squash(text)
+
+
+def document_text(document: Any, fields: list[str] | None = None, depth: int = 0) -> str:
+    """One hit's text: strings as they are, lists joined by spaces (as neural-search joins
+    multi-valued fields), objects by field (the listed ones, in order) joined by newlines.
+    Values nested deeper than MAX_DEPTH are left out."""
+    if document is None or isinstance(document, bool) or depth > MAX_DEPTH:
+        return ""
+    if isinstance(document, str):
+        return document
+    if isinstance(document, int | float):
+        return str(document)
+    if isinstance(document, list):
+        return " ".join(text for item in document if (text := document_text(item, None, depth + 1)))
+    if isinstance(document, dict):
+        values = [_path_value(document, name) for name in fields] if fields else document.values()
+        return "\n".join(
+            text for value in values if (text := document_text(value, None, depth + 1))
+        )
+    return ""
+
+
+def _path_value(source: dict[str, Any], path: str, depth: int = 0) -> Any:
+    """A field by dot path; a literal dotted key wins; lists of objects are walked."""
+    if path in source:
+        return source[path]
+    head, _, rest = path.partition(".")
+    if not rest or head not in source or depth > MAX_DEPTH:
+        return None
+    value = source[head]
+    if isinstance(value, dict):
+        return _path_value(value, rest, depth + 1)
+    if isinstance(value, list):
+        return [_path_value(item, rest, depth + 1) for item in value if isinstance(item, dict)]
+    return None
 
 
 def client_sort_keys(sort: Any) -> list[str]:

@@ -5,13 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sidecar.app import METRICS, RERANK_SERVICE, json_response
-from sidecar.errors import BackendUnavailable
+from sidecar.app import DRAINING, METRICS, RERANK_SERVICE, json_response, read_body
 from sidecar.schemas import RerankRequest, parse_body, rerank_response
+from sidecar.scoring_types import ScoreResult
+
+# Set, with the reason, on answers the fallback model scored.
+DEGRADED_HEADER = "X-Rerank-Degraded"
+
+
+def degraded_headers(result: ScoreResult) -> dict[str, str] | None:
+    return {DEGRADED_HEADER: result.degraded} if result.degraded else None
 
 
 async def rerank(request: web.Request) -> web.Response:
-    body = parse_body(await request.read(), RerankRequest)
+    body = parse_body(await read_body(request), RerankRequest)
     service = request.app[RERANK_SERVICE]
     documents = body.document_texts()
     result = await service.score_detailed(
@@ -22,15 +29,12 @@ async def rerank(request: web.Request) -> web.Response:
     )
     return json_response(
         rerank_response(
-            model=service.model_name,
-            model_kind=service.model_kind,
             documents=documents,
-            scores=result.scores,
+            result=result,
             top_n=body.top_n,
             return_documents=body.return_documents,
-            input_tokens=result.input_tokens,
-            truncated_documents=result.truncated_documents,
-        )
+        ),
+        headers=degraded_headers(result),
     )
 
 
@@ -39,12 +43,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """From cached state only (background health checks), so it answers at once."""
     service = request.app[RERANK_SERVICE]
-    try:
-        await service.check_ready()
-    except BackendUnavailable as exc:
+    problem, degraded = service.readiness()
+    if request.app[DRAINING].is_set():
+        problem = "the sidecar is shutting down"
+    if problem is not None:
         return json_response(
-            {"status": "not ready", "model": service.model_name, "reason": exc.message}, status=503
+            {"status": "not ready", "model": service.model_name, "reason": problem}, status=503
+        )
+    if degraded is not None:
+        return json_response(
+            {"status": "degraded", "model": service.model_name, "reason": degraded}
         )
     return json_response({"status": "ready", "model": service.model_name})
 

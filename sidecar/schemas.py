@@ -1,4 +1,4 @@
-"""The wire contract: Cohere/Jina-shaped rerank requests and responses.
+"""The wire contract: Cohere/Jina-shaped rerank requests and responses, and the query-DSL route's.
 
 Scores are written for ML Commons' JsonPath parser (CONTRACTS.md §2): with a `.` or an exponent and
 at most 18 characters, so the Cohere post-process function can cast them to Double.
@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import InvalidJSON, ValidationFailed
+from sidecar.scoring_types import ScoreResult
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -45,6 +46,19 @@ class RerankRequest(BaseModel):
 
     def document_texts(self) -> list[str]:
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+
+class QueryDslRerankRequest(BaseModel):
+    """`POST /v1/rerank/query-dsl`: what the connector `es_integration` registers sends."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: Any = None
+    sort: Any = None
+    documents: list[Any] = Field(min_length=1)
+    fields: list[str] | None = None
+    instruction: str | None = Field(None, min_length=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -83,36 +97,36 @@ def format_score(score: float) -> bytes:
 
 def rerank_response(
     *,
-    model: str,
-    model_kind: str,
     documents: Sequence[str],
-    scores: Sequence[float],
+    result: ScoreResult,
     top_n: int | None,
     return_documents: bool,
-    input_tokens: int,
-    truncated_documents: int,
 ) -> dict[str, Any]:
     """Cohere/Jina response body, sorted by score; ties keep input order."""
+    scores = result.scores
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     if top_n:
         order = order[:top_n]
     results: list[dict[str, Any]] = []
     for index in order:
-        result: dict[str, Any] = {
+        item: dict[str, Any] = {
             "index": index,
             "relevance_score": orjson.Fragment(format_score(scores[index])),
         }
         if return_documents:
-            result["document"] = {"text": documents[index]}
-        results.append(result)
+            item["document"] = {"text": documents[index]}
+        results.append(item)
+    meta: dict[str, Any] = {
+        "model_kind": result.model_kind,
+        "billed_units": {"input_tokens": result.input_tokens, "search_units": 1},
+        "truncated_documents": result.truncated_documents,
+    }
+    if result.degraded:
+        meta["degraded"] = True
     return {
         "id": str(uuid.uuid4()),
-        "model": model,
+        "model": result.model_name,
         "results": results,
-        "meta": {
-            "model_kind": model_kind,
-            "billed_units": {"input_tokens": input_tokens, "search_units": 1},
-            "truncated_documents": truncated_documents,
-        },
-        "usage": {"total_tokens": input_tokens},
+        "meta": meta,
+        "usage": {"total_tokens": result.input_tokens},
     }

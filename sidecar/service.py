@@ -1,55 +1,84 @@
-"""Scoring as the HTTP layer sees it: texts in, one score per document out, in document order."""
+"""Scoring as the HTTP layer sees it: texts in, one score per document out, in document order.
+
+A request is admitted (or refused) by its size first, then tokenized and queued. With a fallback
+(the embedded bi-encoder), a request is scored by it instead when the primary backend is known to be
+down, its batch loop is restarting, or the queue is over the high-water mark; and a request whose
+primary call fails, or whose backend goes down while it waits, is rescored by it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
-from sidecar.backends.base import Backend, PairEncoder
+from sidecar.admission import Admission
 from sidecar.batcher import Batcher
-from sidecar.errors import PayloadTooLarge, ValidationFailed
+from sidecar.errors import BackendUnavailable, PayloadTooLarge, SidecarError, ValidationFailed
 from sidecar.metrics import Metrics
+from sidecar.score_cache import ScoreCache, ScoredPair
+from sidecar.scoring_types import Backend, PairEncoder, ScoreResult
+from sidecar.timing import record_since_start, timed
 
 
 @dataclass(frozen=True)
-class ScoreResult:
-    scores: list[float]
-    input_tokens: int
-    truncated_documents: int
+class Scorer:
+    """One model: how pairs are encoded for it, the queue in front of it, and its backend."""
+
+    encoder: PairEncoder
+    backend: Backend
+    batcher: Batcher
+
+    def unavailable_reason(self) -> str | None:
+        if not self.batcher.running:
+            return f"the batch loop is restarting after: {self.batcher.crash_reason}"
+        return self.backend.unavailable_reason()
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    default_instruction: str
+    max_documents: int
+    timeout_s: float
+    fallback_queue_fraction: float
 
 
 class RerankService:
     def __init__(
         self,
         *,
-        encoder: PairEncoder,
-        backend: Backend,
-        batcher: Batcher,
+        primary: Scorer,
+        fallback: Scorer | None,
+        admission: Admission,
         metrics: Metrics,
-        default_instruction: str,
-        max_documents: int,
-        timeout_s: float,
+        policy: ServicePolicy,
+        score_cache: ScoreCache | None = None,
     ) -> None:
-        self._encoder = encoder
-        self._backend = backend
-        self._batcher = batcher
+        self._score_cache = score_cache
+        self._primary = primary
+        self._fallback = fallback
+        self._admission = admission
         self._metrics = metrics
-        self._default_instruction = default_instruction
-        self._max_documents = max_documents
-        self._timeout_s = timeout_s
+        self._policy = policy
 
     @property
     def model_name(self) -> str:
-        return self._backend.model_name
+        return self._primary.backend.model_name
 
     @property
     def model_kind(self) -> str:
-        return self._backend.model_kind
+        return self._primary.backend.model_kind
 
-    async def check_ready(self) -> None:
-        await self._backend.check_ready()
+    def readiness(self) -> tuple[str | None, str | None]:
+        """(why not ready, why degraded): from cached state only, so it answers at once."""
+        problem = self._primary.unavailable_reason()
+        if problem is None:
+            return None, None
+        if self._fallback is not None and self._fallback.unavailable_reason() is None:
+            return None, problem
+        return problem, None
 
     async def score(
         self,
@@ -72,27 +101,118 @@ class RerankService:
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
     ) -> ScoreResult:
-        deadline = time.monotonic() + self._timeout_s
+        deadline = time.monotonic() + self._policy.timeout_s
         if not documents:
             raise ValidationFailed("documents: at least one document is required")
-        if len(documents) > self._max_documents:
+        if len(documents) > self._policy.max_documents:
             raise PayloadTooLarge(
-                f"documents: {len(documents)} documents, the limit is {self._max_documents}"
+                f"documents: {len(documents)} documents, the limit is {self._policy.max_documents}"
             )
-        # Tokenizing is CPU work; the Rust tokenizer releases the GIL, so a thread frees the loop.
-        pairs = await asyncio.to_thread(
-            self._encoder.encode,
-            query,
-            documents,
-            instruction=instruction or self._default_instruction,
-            max_tokens_per_doc=max_tokens_per_doc,
-        )
-        truncated = sum(pair.truncated for pair in pairs)
-        self._metrics.pairs.inc(len(pairs))
-        self._metrics.truncated_documents.inc(truncated)
-        scores = await self._batcher.score(pairs, deadline=deadline)
+        texts = _Texts(query, documents, instruction or self._policy.default_instruction)
+        with self._admission.admit(len(documents)):
+            record_since_start("admission")
+            if self._fallback is None:
+                return await self._run(self._primary, texts, max_tokens_per_doc, deadline)
+            if reason := self._degrade_reason():
+                return await self._degraded(reason, texts, max_tokens_per_doc, deadline)
+            primary = asyncio.create_task(
+                self._run(self._primary, texts, max_tokens_per_doc, deadline)
+            )
+            went_down = asyncio.create_task(self._primary.backend.wait_unavailable())
+            try:
+                await asyncio.wait({primary, went_down}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                went_down.cancel()
+                if not primary.done():
+                    primary.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, SidecarError):
+                        await primary
+            if primary.cancelled():
+                return await self._degraded(
+                    "backend_unavailable", texts, max_tokens_per_doc, deadline
+                )
+            try:
+                return primary.result()
+            except BackendUnavailable:
+                return await self._degraded("backend_failed", texts, max_tokens_per_doc, deadline)
+
+    def _degrade_reason(self) -> str | None:
+        if self._primary.unavailable_reason() is not None:
+            return "backend_unavailable"
+        if self._admission.would_exceed(self._policy.fallback_queue_fraction, 0):
+            return "overloaded"
+        return None
+
+    async def _degraded(
+        self, reason: str, texts: _Texts, max_tokens_per_doc: int | None, deadline: float
+    ) -> ScoreResult:
+        assert self._fallback is not None
+        self._metrics.degraded_requests.labels(reason).inc()
+        result = await self._run(self._fallback, texts, max_tokens_per_doc, deadline)
         return ScoreResult(
-            scores=scores,
-            input_tokens=sum(pair.n_tokens for pair in pairs),
-            truncated_documents=truncated,
+            scores=result.scores,
+            input_tokens=result.input_tokens,
+            truncated_documents=result.truncated_documents,
+            model_name=result.model_name,
+            model_kind=result.model_kind,
+            degraded=reason,
         )
+
+    async def _run(
+        self, scorer: Scorer, texts: _Texts, max_tokens_per_doc: int | None, deadline: float
+    ) -> ScoreResult:
+        def score_documents(indices: list[int]) -> Awaitable[list[ScoredPair]]:
+            documents = [texts.documents[i] for i in indices]
+            return self._score_pairs(scorer, texts, documents, max_tokens_per_doc, deadline)
+
+        self._metrics.pairs.inc(len(texts.documents))
+        if self._score_cache is None:
+            scored = await score_documents(list(range(len(texts.documents))))
+        else:
+            keys = self._score_cache.keys(
+                scorer.backend.model_name,
+                texts.instruction,
+                texts.query,
+                max_tokens_per_doc,
+                texts.documents,
+            )
+            scored = await self._score_cache.score(keys, score_documents)
+        truncated = sum(pair.truncated for pair in scored)
+        self._metrics.truncated_documents.inc(truncated)
+        return ScoreResult(
+            scores=[pair.score for pair in scored],
+            input_tokens=sum(pair.n_tokens for pair in scored),
+            truncated_documents=truncated,
+            model_name=scorer.backend.model_name,
+            model_kind=scorer.backend.model_kind,
+        )
+
+    async def _score_pairs(
+        self,
+        scorer: Scorer,
+        texts: _Texts,
+        documents: Sequence[str],
+        max_tokens_per_doc: int | None,
+        deadline: float,
+    ) -> list[ScoredPair]:
+        with timed("tokenize"):
+            # CPU work; the Rust tokenizer releases the GIL, so a thread frees the loop.
+            pairs = await asyncio.to_thread(
+                scorer.encoder.encode,
+                texts.query,
+                documents,
+                instruction=texts.instruction,
+                max_tokens_per_doc=max_tokens_per_doc,
+            )
+        scores = await scorer.batcher.score(pairs, deadline=deadline)
+        return [
+            ScoredPair(score, pair.n_tokens, pair.truncated)
+            for score, pair in zip(scores, pairs, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class _Texts:
+    query: str
+    documents: Sequence[str]
+    instruction: str

@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config import Settings
-from sidecar.server import create_app
+from sidecar.server import create_app, make_runner
 from tests.support.servers import TINY_SERVED_NAME, ServerProcess, vllm_cpu_server
 from tests.support.tiny_qwen import build_tiny_qwen3
 
@@ -40,13 +41,24 @@ def vllm_settings(vllm_server: ServerProcess, tiny_model_dir: Path) -> Settings:
     )
 
 
+class SidecarTestServer(TestServer):
+    """The application on loopback, served by the runner `rerank-sidecar serve` uses."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(create_app(settings), host="127.0.0.1")
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return make_runner(self.app, self.settings)
+
+
 @pytest_asyncio.fixture
 async def start_sidecar() -> AsyncIterator[SidecarFactory]:
     """Start sidecars (real aiohttp servers on 127.0.0.1) with the given settings."""
     servers: list[TestServer] = []
 
     async def start(settings: Settings, **overrides: Any) -> str:
-        server = TestServer(create_app(settings.model_copy(update=overrides)), host="127.0.0.1")
+        server = SidecarTestServer(settings.model_copy(update=overrides))
         await server.start_server()
         servers.append(server)
         return str(server.make_url("")).rstrip("/")
@@ -59,7 +71,7 @@ async def start_sidecar() -> AsyncIterator[SidecarFactory]:
 @pytest_asyncio.fixture(scope="session")
 async def embedded_sidecar() -> AsyncIterator[str]:
     """One sidecar on the embedded CPU model (all-MiniLM-L6-v2) for the whole session."""
-    server = TestServer(create_app(Settings()), host="127.0.0.1")
+    server = SidecarTestServer(Settings())
     await server.start_server()
     yield str(server.make_url("")).rstrip("/")
     await server.close()

@@ -1,4 +1,4 @@
-"""The batcher on its own: token budgets, dedupe, admission, dropping work nobody waits for.
+"""The batcher on its own: token budgets, dedupe, deadlines, dropping work nobody waits for.
 
 The backend here is a scripted coroutine so that each policy can be pinned down exactly; the same
 batcher runs against a real vLLM server in test_batching_vllm.py.
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from sidecar.backends.base import PreparedPair
 from sidecar.batcher import Batcher, BatchPolicy
-from sidecar.errors import BackendUnavailable, DeadlineExceeded, Overloaded
+from sidecar.errors import BackendUnavailable, DeadlineExceeded
 from sidecar.metrics import Metrics
+from sidecar.scoring_types import PreparedPair
 
 
 class ScriptedBackend:
@@ -25,9 +25,11 @@ class ScriptedBackend:
         self.gate.set()
         self.called = asyncio.Event()
         self.fail_with: Exception | None = None
+        self.deadlines: list[float] = []
 
-    async def score(self, payloads: Sequence[object]) -> list[float]:
+    async def score(self, payloads: Sequence[object], *, deadline: float) -> list[float]:
         self.calls.append(list(payloads))
+        self.deadlines.append(deadline)
         self.called.set()
         await self.gate.wait()
         if self.fail_with:
@@ -45,7 +47,6 @@ def policy(**overrides: float) -> BatchPolicy:
         max_batch_pairs=100,
         max_wait_s=0.02,
         max_inflight_batches=1,
-        max_queue_pairs=1000,
     )
     values.update(overrides)
     return BatchPolicy(**values)  # type: ignore[arg-type]
@@ -124,25 +125,6 @@ async def test_a_request_that_leaves_takes_its_queued_pairs_with_it() -> None:
     assert await first == [1.0]
     await asyncio.sleep(0.01)
     assert backend.calls == [["doc1"]]
-    await batcher.stop()
-
-
-async def test_full_queue_refuses_with_a_retry_hint_but_joining_queued_pairs_is_free() -> None:
-    backend = ScriptedBackend()
-    backend.gate.clear()
-    batcher = await started(backend, policy(max_queue_pairs=3, max_wait_s=0))
-    first = asyncio.create_task(batcher.score([pair(0)], deadline=far()))
-    await backend.called.wait()
-    queued = asyncio.create_task(batcher.score([pair(1), pair(2), pair(3)], deadline=far()))
-    await asyncio.sleep(0.01)
-    with pytest.raises(Overloaded) as refused:
-        await batcher.score([pair(4)], deadline=far())
-    assert int(refused.value.headers["Retry-After"]) >= 1
-    joining = asyncio.create_task(batcher.score([pair(2)], deadline=far()))
-    backend.gate.set()
-    assert await joining == [2.0]
-    assert await queued == [1.0, 2.0, 3.0]
-    assert await first == [0.0]
     await batcher.stop()
 
 

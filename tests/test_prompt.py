@@ -15,8 +15,8 @@ from sidecar.prompt import (
     QWEN3_SUFFIX,
     QwenPromptEncoder,
     format_pair,
-    load_tokenizer,
 )
+from sidecar.tokenizer import load_tokenizer
 from tests.support.tiny_qwen import qwen_tokenizer_dir
 
 INSTRUCTION = QWEN3_DEFAULT_INSTRUCTION

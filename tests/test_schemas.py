@@ -10,6 +10,7 @@ import pytest
 
 from sidecar.errors import InvalidJSON, ValidationFailed
 from sidecar.schemas import RerankRequest, format_score, parse_body, rerank_response
+from sidecar.scoring_types import ScoreResult
 from tests.support.ml_commons import MLCommonsError, cohere_rerank_post_process
 
 EDGE_SCORES = [0.0, 1.0, 0.5, 1 - 1e-12, 1e-12, 3.3652782440185547e-4, 5e-324, 0.1 + 0.2]
@@ -33,14 +34,10 @@ def test_non_finite_score_is_refused() -> None:
 def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process() -> None:
     scores = [0.1, 0.00033652782440185547, 0.9, 1.0]
     body = rerank_response(
-        model="m",
-        model_kind="cross-encoder",
         documents=["a", "b", "c", "d"],
-        scores=scores,
+        result=ScoreResult(scores, 12, 0, "m", "cross-encoder"),
         top_n=None,
         return_documents=True,
-        input_tokens=12,
-        truncated_documents=0,
     )
     raw = orjson.dumps(body)
     assert [r["index"] for r in json.loads(raw)["results"]] == [3, 2, 0, 1]
@@ -48,14 +45,10 @@ def test_response_is_sorted_cut_by_top_n_and_readable_by_ml_commons_post_process
     assert cohere_rerank_post_process(raw) == pytest.approx(scores, rel=1e-8)
 
     top2 = rerank_response(
-        model="m",
-        model_kind="cross-encoder",
         documents=["a", "b", "c", "d"],
-        scores=scores,
+        result=ScoreResult(scores, 12, 0, "m", "cross-encoder"),
         top_n=2,
         return_documents=False,
-        input_tokens=12,
-        truncated_documents=0,
     )
     assert [r["index"] for r in json.loads(orjson.dumps(top2))["results"]] == [3, 2]
     assert "document" not in json.loads(orjson.dumps(top2))["results"][0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +18,9 @@ from typing import Any, cast
 
 from tokenizers import Tokenizer
 
-from sidecar.backends.base import PreparedPair
-from sidecar.errors import BackendUnavailable
-from sidecar.prompt import load_tokenizer
+from sidecar.errors import BackendUnavailable, DeadlineExceeded
+from sidecar.scoring_types import PreparedPair
+from sidecar.tokenizer import load_tokenizer
 
 EMBEDDED_MODEL_NAME = "all-MiniLM-L6-v2 (embedded bi-encoder)"
 # sentence-transformers' own limit for this model; longer texts are cut by it as well.
@@ -46,7 +47,8 @@ class MiniLMPairEncoder:
         instruction: str,
         max_tokens_per_doc: int | None,
     ) -> list[PreparedPair]:
-        query_tokens = len(self._tokenizer.encode(query).ids)
+        # encode_batch releases the GIL; encode would hold it for seconds on a multi-MB query.
+        query_tokens = len(self._tokenizer.encode_batch([query])[0].ids)
         limit = min(MINILM_MAX_TOKENS, max_tokens_per_doc or MINILM_MAX_TOKENS)
         pairs = []
         for document, encoding in zip(
@@ -71,8 +73,10 @@ class MiniLMBackend:
     model_kind = "bi-encoder"
     model_name = EMBEDDED_MODEL_NAME
 
-    def __init__(self) -> None:
+    def __init__(self, *, batch_size: int) -> None:
+        self._batch_size = batch_size
         self._model: Any = None
+        self._never_unavailable = asyncio.Event()
         # One thread: torch already uses the cores; two batches at once would only contend.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm")
 
@@ -89,27 +93,45 @@ class MiniLMBackend:
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def score(self, payloads: Sequence[object]) -> list[float]:
+    async def score(self, payloads: Sequence[object], *, deadline: float) -> list[float]:
         if self._model is None:
             raise BackendUnavailable("the embedded model is not loaded")
         # The payloads are what MiniLMPairEncoder made: (query, document) texts.
         pairs = [cast(tuple[str, str], payload) for payload in payloads]
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._score_sync, pairs
-        )
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._score_sync, pairs
+                )
+        except TimeoutError:
+            raise DeadlineExceeded("the embedded model did not score in time") from None
 
     def _score_sync(self, pairs: list[tuple[str, str]]) -> list[float]:
         texts = list(dict.fromkeys(text for pair in pairs for text in pair))
-        embeddings = self._model.encode(texts, normalize_embeddings=True, batch_size=64)
+        # No progress bar: it would write to the server log on every call.
+        embeddings = self._model.encode(
+            texts,
+            normalize_embeddings=True,
+            batch_size=self._batch_size,
+            show_progress_bar=False,
+        )
         row = {text: i for i, text in enumerate(texts)}
         return [
             (float(embeddings[row[query]] @ embeddings[row[document]]) + 1.0) / 2.0
             for query, document in pairs
         ]
 
-    async def check_ready(self) -> None:
-        if self._model is None:
-            raise BackendUnavailable("the embedded model is still loading")
+    def unavailable_reason(self) -> str | None:
+        return "the embedded model is still loading" if self._model is None else None
+
+    async def wait_unavailable(self) -> None:
+        # Loaded in start(), before any request: it does not go away.
+        await self._never_unavailable.wait()
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the event loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 def load_minilm_tokenizer() -> Tokenizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence, Sized
 
 
@@ -17,12 +18,15 @@ class NullBackend:
     async def close(self) -> None:
         return None
 
-    async def score(self, payloads: Sequence[object]) -> list[float]:
+    async def score(self, payloads: Sequence[object], *, deadline: float) -> list[float]:
         # Deterministic and varied, so the response is sorted for real.
         return [
             1.0 / (1.0 + len(payload) % 97) if isinstance(payload, Sized) else 0.5
             for payload in payloads
         ]
 
-    async def check_ready(self) -> None:
+    def unavailable_reason(self) -> str | None:
         return None
+
+    async def wait_unavailable(self) -> None:
+        await asyncio.Event().wait()

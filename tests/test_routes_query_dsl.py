@@ -1,4 +1,4 @@
-"""sidecar/routes_opensearch.py over HTTP, with a recording stand-in for RerankService.
+"""sidecar/routes_query_dsl.py over HTTP, with a recording stand-in for RerankService.
 
 The bodies are the ones ML Commons fills from the connector setup registers (checked end to end
 against the real service in test_contract_e2e.py)."""
@@ -14,24 +14,33 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sidecar.app import RERANK_SERVICE, errors_as_json
-from sidecar.routes_opensearch import QUERY_DSL_PATH, add_routes, document_text
+from sidecar.app import RERANK_SERVICE, SETTINGS, errors_as_json
+from sidecar.config import Settings
+from sidecar.query_dsl import document_text
+from sidecar.routes_query_dsl import QUERY_DSL_PATH, add_routes
+from sidecar.scoring_types import ScoreResult
 
 
 class RecordingService:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str], str | None]] = []
 
-    async def score(
+    async def score_detailed(
         self,
         query: str,
         documents: Sequence[str],
         *,
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
-    ) -> list[float]:
+    ) -> ScoreResult:
         self.calls.append((query, list(documents), instruction))
-        return [1.0 / (i + 1) for i in range(len(documents))]
+        return ScoreResult(
+            scores=[1.0 / (i + 1) for i in range(len(documents))],
+            input_tokens=0,
+            truncated_documents=0,
+            model_name="recording",
+            model_kind="cross-encoder",
+        )
 
 
 @pytest_asyncio.fixture
@@ -39,6 +48,7 @@ async def dsl_app() -> AsyncIterator[tuple[str, RecordingService]]:
     app = web.Application(middlewares=[errors_as_json])
     service = RecordingService()
     app[RERANK_SERVICE] = service  # type: ignore[assignment]
+    app[SETTINGS] = Settings()
     add_routes(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

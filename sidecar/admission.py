@@ -1,0 +1,57 @@
+"""Admission: a request is let in or refused (429) by its size, before any work is done on it.
+
+Pairs count from admission to answer, so the bound covers pairs being tokenized, queued and in
+flight alike; a second bound caps the requests served at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sidecar.errors import Overloaded
+from sidecar.metrics import Metrics
+
+
+class Admission:
+    def __init__(
+        self,
+        *,
+        max_pairs: int,
+        max_requests: int,
+        metrics: Metrics,
+        retry_after_s: Callable[[int], int],
+    ) -> None:
+        self._max_pairs = max_pairs
+        self._max_requests = max_requests
+        self._metrics = metrics
+        self._retry_after_s = retry_after_s
+        self.pairs = 0
+        self.requests = 0
+
+    def would_exceed(self, fraction: float, pairs: int) -> bool:
+        """Whether `pairs` more would fill more than `fraction` of the pair bound."""
+        return self.pairs + pairs > fraction * self._max_pairs
+
+    @contextmanager
+    def admit(self, pairs: int) -> Iterator[None]:
+        if self.requests >= self._max_requests:
+            self._refuse(f"too many requests at once: {self.requests}, limit {self._max_requests}")
+        if self.would_exceed(1.0, pairs):
+            self._refuse(
+                f"queue full: {self.pairs} pairs queued or in flight, {pairs} more asked, "
+                f"limit {self._max_pairs}"
+            )
+        self.pairs += pairs
+        self.requests += 1
+        self._metrics.requests_in_progress.set(self.requests)
+        try:
+            yield
+        finally:
+            self.pairs -= pairs
+            self.requests -= 1
+            self._metrics.requests_in_progress.set(self.requests)
+
+    def _refuse(self, message: str) -> None:
+        self._metrics.rejected_requests.inc()
+        raise Overloaded(message, retry_after_s=self._retry_after_s(self.pairs))

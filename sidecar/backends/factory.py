@@ -1,0 +1,56 @@
+"""The pair encoder and backend the settings ask for, and the embedded fallback."""
+
+from __future__ import annotations
+
+from sidecar.config import Settings
+from sidecar.scoring_types import Backend, PairEncoder
+
+
+def build_embedded(settings: Settings) -> tuple[PairEncoder, Backend]:
+    from sidecar.backends.embedded import MiniLMBackend, MiniLMPairEncoder, load_minilm_tokenizer
+
+    return (
+        MiniLMPairEncoder(load_minilm_tokenizer()),
+        MiniLMBackend(batch_size=settings.embedded_batch_size),
+    )
+
+
+def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
+    kind = settings.backend_kind
+    if kind == "embedded":
+        return build_embedded(settings)
+
+    from sidecar.prompt import QwenPromptEncoder
+    from sidecar.tokenizer import load_tokenizer
+
+    encoder = QwenPromptEncoder(
+        load_tokenizer(settings.model),
+        max_length=settings.max_length,
+        document_cache_bytes=settings.document_cache_bytes,
+    )
+    if kind == "null":
+        from sidecar.backends.null import NullBackend
+
+        return encoder, NullBackend(settings.vllm_model_name)
+
+    from sidecar.backends.vllm import VLLMBackend, VLLMOptions
+
+    return encoder, VLLMBackend(
+        settings.vllm_url,
+        VLLMOptions(
+            model_name=settings.vllm_model_name,
+            max_length=settings.max_length,
+            connect_timeout_s=settings.connect_timeout_s,
+            replica_cooldown_s=settings.replica_cooldown_s,
+            connections=settings.vllm_connections,
+            health_check_interval_s=settings.health_check_interval_s,
+            health_check_timeout_s=settings.health_check_timeout_s,
+        ),
+    )
+
+
+def build_fallback(settings: Settings) -> tuple[PairEncoder, Backend] | None:
+    """The embedded bi-encoder, when the settings ask to degrade to it."""
+    if settings.fallback != "embedded" or settings.backend_kind == "embedded":
+        return None
+    return build_embedded(settings)

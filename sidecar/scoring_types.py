@@ -1,0 +1,71 @@
+"""The types the scoring path shares: the unit of work, and what encoders and backends provide.
+
+Encoders (`prompt`, `backends.embedded`), the batcher and the backends all depend on this module
+and on nothing of each other's, so no import cycle can form between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPair:
+    """One (instruction, query, document) pair, encoded for its backend.
+
+    `key` identifies the exact model input, so identical pairs queued together are scored once.
+    """
+
+    key: bytes
+    n_tokens: int
+    payload: object
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    scores: list[float]
+    input_tokens: int
+    truncated_documents: int
+    model_name: str
+    model_kind: str
+    # Why the fallback model scored this request; None when the primary one did.
+    degraded: str | None = None
+
+
+class PairEncoder(Protocol):
+    """Turns a request's texts into backend inputs (CPU-bound: called off the event loop)."""
+
+    def encode(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str,
+        max_tokens_per_doc: int | None,
+    ) -> list[PreparedPair]: ...
+
+
+class Backend(Protocol):
+    """Scores batches of prepared pairs; one score per pair, in order."""
+
+    model_name: str
+    model_kind: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def score(self, payloads: Sequence[object], *, deadline: float) -> list[float]:
+        """Scores by `deadline` (time.monotonic()), or DeadlineExceeded."""
+        ...
+
+    def unavailable_reason(self) -> str | None:
+        """Why the backend cannot score now (from cached checks, never a call), or None."""
+        ...
+
+    async def wait_unavailable(self) -> None:
+        """Return once the backend is known to be unable to score (for degrading early)."""
+        ...
