@@ -104,7 +104,11 @@ def read_catalog(path: Path) -> dict[str, Product]:
             try:
                 product = Product.model_validate_json(line)
             except ValidationError as exc:
-                raise CatalogError(f"{path} line {number}: {exc}") from None
+                problems = "; ".join(
+                    f"{'.'.join(map(str, error['loc'])) or 'line'}: {error['msg']}"
+                    for error in exc.errors()
+                )
+                raise CatalogError(f"{path} line {number}: {problems}") from None
             if product.id in products:
                 raise CatalogError(f"{path} line {number}: product id {product.id!r} appears twice")
             products[product.id] = product
