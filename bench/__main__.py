@@ -1,10 +1,14 @@
-"""`make bench` / `python -m bench`: P1 (sidecar overhead) and P2 (vLLM direct vs via the sidecar).
+"""`make bench` / `python -m bench`: P1 (sidecar overhead), P2 and P2-cache (vLLM direct vs via
+the sidecar), and the stage split, with the goals of issue 10 beside the figures.
 
 P1: the sidecar on its null backend (real HTTP, validation, Qwen tokenization, batching; no model)
-    against a bare aiohttp server that parses and echoes the same 50-document bodies.
+    against a bare aiohttp server that parses and echoes the same 50-document bodies, each lever of
+    the sidecar's own cost added in turn (bench/perf.py), fresh and catalog documents.
 P2: vLLM's own /rerank (with a correct Qwen3 template, so both compute the same scores) against the
     sidecar in front of the same vLLM server (/classify on token ids), 50 documents per request.
+P2-cache: the same on a Zipf(1.1) query stream over a product catalog, the score cache on.
 Every process runs on this machine, so the figures compare, side by side, on the same cores.
+`--vllm-url URL --model NAME` runs P2 and P2-cache against a vLLM running elsewhere (a GPU).
 """
 
 from __future__ import annotations
@@ -13,18 +17,20 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.loadgen import LoadResult, run_load
+from bench.perf import bench_p1_levers, bench_p2_cache
 from tests.support.servers import (
     TINY_SERVED_NAME,
-    free_port,
-    server_process,
+    ServerProcess,
     sidecar_process,
     vllm_cpu_server,
 )
@@ -83,72 +89,54 @@ def row(name: str, result: LoadResult) -> str:
 HEADER = "| setup | req/s | pairs/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|"
 
 
-async def bench_p1(model_dir: Path, logs: Path, total: int) -> None:
-    print(
-        "\n## P1: sidecar overhead (null backend) vs a bare aiohttp echo server, 50 docs/request\n"
-    )
-    echo_port = free_port()
-    bodies = request_bodies(total)
-    with (
-        server_process(
-            [sys.executable, "-m", "bench.echo_server", str(echo_port)],
-            health_url=f"http://127.0.0.1:{echo_port}/healthz",
-            log_path=logs / "echo.log",
-        ),
-        sidecar_process(
-            logs / "sidecar-null.log", "--backend", "null", "--model", str(model_dir)
-        ) as sidecar_server,
-    ):
-        url = sidecar_server.url
-        print(HEADER)
-        for concurrency in (1, 16):
-            echo = await run_load(
-                f"http://127.0.0.1:{echo_port}/v1/rerank",
-                bodies,
-                concurrency=concurrency,
-                total=total,
-            )
-            side = await run_load(f"{url}/v1/rerank", bodies, concurrency=concurrency, total=total)
-            print(row(f"echo, c={concurrency}", echo))
-            print(row(f"sidecar null, c={concurrency}", side))
-            ratio = side.requests_per_s / echo.requests_per_s
-            print(
-                f"| → added by the sidecar, c={concurrency} | ratio {ratio:.2f} | "
-                f"| +{side.p50_ms - echo.p50_ms:.2f} | +{side.p99_ms - echo.p99_ms:.2f} | |"
-            )
-
-
-async def parity_gap(http: aiohttp.ClientSession, vllm: str, side: str) -> float:
+async def parity_gap(http: aiohttp.ClientSession, vllm: str, side: str, served: str) -> float:
     body = request_bodies(1, seed=99)[0]
-    async with http.post(f"{vllm}/rerank", json={"model": TINY_SERVED_NAME, **body}) as r:
+    async with http.post(f"{vllm}/rerank", json={"model": served, **body}) as r:
         direct = {x["index"]: x["relevance_score"] for x in (await r.json())["results"]}
     async with http.post(f"{side}/v1/rerank", json=body) as r:
         ours = {x["index"]: x["relevance_score"] for x in (await r.json())["results"]}
     return max(abs(float(direct[i]) - float(ours[i])) for i in direct)
 
 
-async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
-    print(
-        "\n## P2: vLLM /rerank direct vs through the sidecar (tiny Qwen3, CPU, 50 docs/request)\n"
-    )
+@dataclass(frozen=True)
+class Target:
+    """The vLLM to measure: the tiny CPU model started here, or a running one (`--vllm-url`)."""
+
+    model: str
+    served_model_name: str
+    vllm_url: str | None = None
+
+
+@contextmanager
+def vllm_for(target: Target, logs: Path) -> Iterator[ServerProcess]:
+    if target.vllm_url:
+        yield ServerProcess(target.vllm_url.rstrip("/"), pid=0)
+        return
     template = ROOT / "bench" / "qwen3_reranker.jinja"
+    with vllm_cpu_server(
+        Path(target.model), logs / "vllm.log", extra_args=["--chat-template", str(template)]
+    ) as vllm:
+        yield vllm
+
+
+async def bench_p2(target: Target, logs: Path, per_client: int, cache_requests: int) -> None:
+    print(f"\n## P2: vLLM /rerank direct vs through the sidecar ({target.served_model_name})\n")
+    served = target.served_model_name
     with (
-        vllm_cpu_server(
-            model_dir, logs / "vllm.log", extra_args=["--chat-template", str(template)]
-        ) as vllm,
+        vllm_for(target, logs) as vllm,
         sidecar_process(
             logs / "sidecar-vllm.log",
             "--vllm-url",
             vllm.url,
             "--model",
-            str(model_dir),
+            target.model,
             "--served-model-name",
-            TINY_SERVED_NAME,
+            served,
         ) as sidecar_server,
     ):
         url = sidecar_server.url
         async with aiohttp.ClientSession() as http:
-            gap = await parity_gap(http, vllm.url, url)
+            gap = await parity_gap(http, vllm.url, url, served)
             print(f"score parity, vLLM /rerank vs sidecar: max |Δ| = {gap:.2e}\n")
         print(HEADER)
         for concurrency in (1, 8, 32):
@@ -156,7 +144,7 @@ async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
             bodies = request_bodies(total, seed=concurrency)
             direct = await run_load(
                 f"{vllm.url}/rerank",
-                [{"model": TINY_SERVED_NAME, **b} for b in bodies],
+                [{"model": served, **b} for b in bodies],
                 concurrency=concurrency,
                 total=total,
             )
@@ -168,6 +156,8 @@ async def bench_p2(model_dir: Path, logs: Path, per_client: int) -> None:
                 f"| → sidecar / direct, c={concurrency} | {ratio:.2f}x | | "
                 f"{side.p50_ms / direct.p50_ms:.2f}x | {side.p99_ms / direct.p99_ms:.2f}x | |"
             )
+        print("\n(goal: ≥ 1.0x throughput and ≤ 1.0x p50 at every concurrency)")
+        await bench_p2_cache(vllm, sidecar_server, cache_requests, served)
 
 
 def main() -> None:
@@ -177,14 +167,32 @@ def main() -> None:
     parser.add_argument(
         "--p2-requests-per-client", type=int, default=3, help="P2 requests per client"
     )
+    parser.add_argument(
+        "--p2-cache-requests", type=int, default=120, help="requests per P2-cache run"
+    )
+    parser.add_argument(
+        "--vllm-url",
+        help="measure P2 against this running vLLM (e.g. a GPU) instead of the tiny CPU model",
+    )
+    parser.add_argument(
+        "--model", help="with --vllm-url: the model name or directory (its tokenizer is read)"
+    )
+    parser.add_argument("--served-model-name", help="with --vllm-url: the name vLLM serves")
     args = parser.parse_args()
+    if args.vllm_url and not args.model:
+        parser.error("--vllm-url needs --model")
     model_dir = build_tiny_qwen3(ROOT / ".bench-cache" / "tiny-qwen3")
+    target = (
+        Target(args.model, args.served_model_name or args.model, args.vllm_url)
+        if args.vllm_url
+        else Target(str(model_dir), TINY_SERVED_NAME)
+    )
     logs = Path(tempfile.mkdtemp(prefix="rerank-bench-"))
     print(f"# rerank-sidecar bench ({os.cpu_count()} CPUs; logs in {logs})")
     if args.only in (None, "p1"):
-        asyncio.run(bench_p1(model_dir, logs, args.p1_requests))
+        asyncio.run(bench_p1_levers(model_dir, logs, args.p1_requests))
     if args.only in (None, "p2"):
-        asyncio.run(bench_p2(model_dir, logs, args.p2_requests_per_client))
+        asyncio.run(bench_p2(target, logs, args.p2_requests_per_client, args.p2_cache_requests))
 
 
 if __name__ == "__main__":
