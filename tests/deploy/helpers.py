@@ -29,6 +29,9 @@ COMPOSE_FILE = REPO / "deploy" / "compose" / "compose.yaml"
 RELEASE = "rerank-sidecar"
 NAMESPACE = "search"
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+POD_MONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
+# A cluster running the Prometheus Operator.
+MONITORING_APIS = (SERVICE_MONITOR_API, POD_MONITOR_API)
 
 # shared/CONTRACTS.md §6: the one-logit classifier head of Qwen3-Reranker in vLLM.
 QWEN3_HF_OVERRIDES = {
@@ -41,7 +44,9 @@ QWEN3_HF_OVERRIDES = {
 AXES: dict[str, Obj] = {
     "external": {"vllm": {"mode": "external", "external": {"urls": ["http://vllm.ml.svc:8000"]}}},
     "hpa": {"autoscaling": {"enabled": True}},
-    "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "servicemonitor": {
+        "metrics": {"serviceMonitor": {"enabled": True}, "vllmPodMonitor": {"enabled": True}}
+    },
     "setup": {
         "setup": {
             "enabled": True,
@@ -243,6 +248,95 @@ _SERVICE_MONITOR_SCHEMA: Obj = {
 }
 
 
+_POD_MONITOR_SCHEMA: Obj = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "podMetricsEndpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "namespaceSelector": _SERVICE_MONITOR_SCHEMA["properties"]["spec"]["properties"][
+                    "namespaceSelector"
+                ],
+                "selector": {"type": "object"},
+                "podMetricsEndpoints": _SERVICE_MONITOR_SCHEMA["properties"]["spec"]["properties"][
+                    "endpoints"
+                ],
+            },
+        },
+    },
+}
+
+# KEDA's ScaledObject (keda.sh/v1alpha1): the fields this chart uses, from the KEDA CRD.
+_SCALED_OBJECT_SCHEMA: Obj = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {"name": {"type": "string"}},
+                },
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer"},
+                "cooldownPeriod": {"type": "integer"},
+                "advanced": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"behavior": {"type": "object"}},
+                        }
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": {"enum": ["prometheus", "cpu"]},
+                            "metricType": {"enum": ["Utilization", "AverageValue", "Value"]},
+                            "metadata": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+_CRD_SCHEMAS = {
+    "ServiceMonitor": _SERVICE_MONITOR_SCHEMA,
+    "PodMonitor": _POD_MONITOR_SCHEMA,
+    "ScaledObject": _SCALED_OBJECT_SCHEMA,
+}
+
+
 # kubernetes-validate re-reads and re-parses its (large) schema files on every call; the files
 # never change during a run, so caching the parsed JSON makes the version matrix ~10x faster.
 if not hasattr(kubernetes_validate_utils.schema_contents, "cache_info"):
@@ -256,8 +350,9 @@ def validate_object(obj: Obj, version: str) -> None:
     import jsonschema
 
     clean = strip_source(obj)
-    if clean.get("kind") == "ServiceMonitor":
-        jsonschema.validate(clean, _SERVICE_MONITOR_SCHEMA)
+    crd_schema = _CRD_SCHEMAS.get(str(clean.get("kind")))
+    if crd_schema is not None:
+        jsonschema.validate(clean, crd_schema)
         return
     kubernetes_validate.validate(clean, version, strict=True)
 
@@ -375,6 +470,49 @@ def vllm_flag_problems(args: list[str], *, min_model_len: int) -> list[str]:
         problems.append("--chat-template would apply the prompt template twice")
     if "--enforce-eager" not in args:
         problems.append("--enforce-eager missing (torch.compile + chunked prefill bug)")
+    return problems
+
+
+def _pre_stop_seconds(c: Obj) -> int | None:
+    command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return int(command[1]) if command[:1] == ["sleep"] and len(command) == 2 else None
+
+
+def drain_problems(deploy: Obj, sidecar_env: Mapping[str, Any]) -> list[str]:
+    """The drain timeline of a Deployment (docs/deploy.md): every container sleeps in preStop
+    while the pod leaves the endpoints; vLLM drains (--shutdown-timeout > 0) and, next to a
+    sidecar, takes work until the sidecar's drain delay is over; the grace period covers the
+    slowest container's preStop plus its drain."""
+    problems: list[str] = []
+    where = deploy["metadata"]["name"]
+    grace = pod_spec(deploy)["terminationGracePeriodSeconds"]
+    drain_delay = float(sidecar_env["RERANK_DRAIN_DELAY_S"])
+    shutdown = float(sidecar_env["RERANK_SHUTDOWN_TIMEOUT_S"])
+    needed = 0.0
+    pre_stops: dict[str, int] = {}
+    for c in containers(deploy):
+        seconds = _pre_stop_seconds(c)
+        if seconds is None or seconds <= 0:
+            problems.append(f"{where}/{c['name']}: no preStop sleep")
+            continue
+        pre_stops[c["name"]] = seconds
+        if c["name"] == "sidecar":
+            needed = max(needed, seconds + drain_delay + shutdown)
+        elif c["name"] == "vllm":
+            args = c["args"]
+            timeout = (
+                int(args[args.index("--shutdown-timeout") + 1])
+                if "--shutdown-timeout" in args
+                else 0
+            )
+            if timeout <= 0:
+                problems.append(f"{where}/vllm: --shutdown-timeout 0 aborts running requests")
+            needed = max(needed, seconds + timeout)
+    both = "sidecar" in pre_stops and "vllm" in pre_stops
+    if both and pre_stops["vllm"] < pre_stops["sidecar"] + drain_delay:
+        problems.append(f"{where}: vLLM stops taking work before the sidecar stops sending it")
+    if grace < needed:
+        problems.append(f"{where}: grace {grace} s < preStop + drain {needed} s")
     return problems
 
 

@@ -14,7 +14,7 @@ from .helpers import (
     AXES,
     CHART_DIR,
     COMBINATIONS,
-    SERVICE_MONITOR_API,
+    MONITORING_APIS,
     Obj,
     ci_values_files,
     combination_values,
@@ -73,7 +73,7 @@ def test_default_render_objects() -> None:
 
 @pytest.mark.parametrize("combo", COMBINATIONS, ids=_id)
 def test_every_combination_renders(combo: tuple[str, ...]) -> None:
-    out = render(combination_values(combo), api_versions=(SERVICE_MONITOR_API,))
+    out = render(combination_values(combo), api_versions=MONITORING_APIS)
     kinds = out.kinds()
     deploy = out.one("Deployment")
     names = [c["name"] for c in pod_spec(deploy)["containers"]]
@@ -88,7 +88,7 @@ def test_every_combination_renders(combo: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("path", ci_values_files(), ids=lambda p: p.name)
 def test_ci_values_files_render(path: Any) -> None:
     # render() applies values.schema.json: a file that breaks it raises here.
-    out = render(load_yaml(path), api_versions=(SERVICE_MONITOR_API,))
+    out = render(load_yaml(path), api_versions=MONITORING_APIS)
     assert out.one("Deployment")["kind"] == "Deployment"
 
 
@@ -147,8 +147,12 @@ def test_gpu_node_selection_applies_in_pod_mode_only() -> None:
     assert pod is not None and pod["nodeSelector"] == {"zone": "a"}
 
 
+RECREATE = {"updateStrategy": {"type": "Recreate"}}
+
+
 def test_weight_cache_pvc() -> None:
-    out = render({"vllm": {"cache": {"type": "pvc", "size": "60Gi", "storageClass": "fast"}}})
+    cache = {"type": "pvc", "size": "60Gi", "storageClass": "fast"}
+    out = render({"vllm": {"cache": cache}, **RECREATE})
     pvc = out.one("PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "60Gi"
     assert pvc["spec"]["storageClassName"] == "fast"
@@ -157,7 +161,7 @@ def test_weight_cache_pvc() -> None:
 
 
 def test_existing_claim_is_used_without_creating_one() -> None:
-    out = render({"vllm": {"cache": {"type": "pvc", "existingClaim": "weights"}}})
+    out = render({"vllm": {"cache": {"type": "pvc", "existingClaim": "weights"}}, **RECREATE})
     assert out.maybe("PersistentVolumeClaim") == []
     volumes = {v["name"]: v for v in pod_spec(out.one("Deployment"))["volumes"]}
     assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "weights"
@@ -167,7 +171,24 @@ def test_read_write_once_cache_refuses_several_replicas() -> None:
     with pytest.raises(helm.HelmRenderError, match="ReadWriteOnce"):
         render({"vllm": {"cache": {"type": "pvc"}}, "autoscaling": {"enabled": True}})
     with pytest.raises(helm.HelmRenderError, match="ReadWriteOnce"):
-        render({"vllm": {"cache": {"type": "pvc"}}, "replicaCount": 2})
+        render({"vllm": {"cache": {"type": "pvc"}}, "replicaCount": 2, **RECREATE})
+
+
+def test_read_write_once_cache_refuses_a_surge_and_names_the_fixes() -> None:
+    """The surge pod of a rolling update cannot attach the volume: the upgrade would hang."""
+    with pytest.raises(helm.HelmRenderError) as caught:
+        render({"vllm": {"cache": {"type": "pvc"}}})
+    message = str(caught.value)
+    assert "surge" in message
+    for fix in ("updateStrategy.type=Recreate", "ReadWriteMany", "emptyDir"):
+        assert fix in message
+    no_surge = {"updateStrategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}}
+    assert render({"vllm": {"cache": {"type": "pvc"}}, **no_surge}).one("Deployment")
+    rwx = {"type": "pvc", "accessModes": ["ReadWriteMany"]}
+    assert render({"vllm": {"cache": rwx}}).one("Deployment")
+    fleet = {"vllm": {"mode": "fleet", "cache": {"type": "pvc"}}}
+    with pytest.raises(helm.HelmRenderError, match="ReadWriteOnce"):
+        render(fleet)
 
 
 def test_max_model_len_must_cover_the_sidecar_max_length() -> None:
@@ -184,24 +205,56 @@ def test_large_integers_are_not_rendered_in_exponent_form() -> None:
     assert env["RERANK_MAX_QUEUE_PAIRS"] == "1000000"
 
 
-def test_hpa_cpu_and_custom_metric() -> None:
+def _metrics(hpa: Obj) -> dict[str, Obj]:
+    """HPA metrics by name (cpu for the Resource metric)."""
+    out: dict[str, Obj] = {}
+    for m in hpa["spec"]["metrics"]:
+        key = m["pods"]["metric"]["name"] if m["type"] == "Pods" else m["resource"]["name"]
+        out[key] = m
+    return out
+
+
+def test_hpa_scales_gpu_pods_on_the_queues_not_on_cpu() -> None:
     values = load_yaml(CHART_DIR / "ci" / "hpa-values.yaml")
     hpa = render(values).one("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "rerank-sidecar"
-    types = {m["type"]: m for m in hpa["spec"]["metrics"]}
-    assert types["Resource"]["resource"]["target"]["averageUtilization"] == 75
-    assert types["Pods"]["pods"]["metric"]["name"] == "rerank_queue_pairs"
-    only_custom = {
-        "autoscaling": {
-            "enabled": True,
-            "targetCPUUtilizationPercentage": None,
-            "customMetric": {"name": "m", "targetAverageValue": "10"},
-        }
+    metrics = _metrics(hpa)
+    assert set(metrics) == {"rerank_queue_pairs", "vllm:num_requests_waiting"}
+    assert metrics["rerank_queue_pairs"]["pods"]["target"] == {
+        "type": "AverageValue",
+        "averageValue": "256",
     }
-    hpa = render(only_custom).one("HorizontalPodAutoscaler")
-    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods"]
-    with pytest.raises(helm.HelmRenderError, match="autoscaling needs"):
-        render({"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}})
+    assert metrics["vllm:num_requests_waiting"]["pods"]["target"]["averageValue"] == "4"
+    # Minutes of warm-up: no scale-down flapping, steady scale-up.
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 600
+    assert behavior["scaleUp"]["policies"][0]["periodSeconds"] >= 60
+    # External mode: no vLLM in the pod, so its queue is not this pod's metric; CPU is opt-in.
+    external = deep_merge(AXES["external"], {"autoscaling": {"enabled": True}})
+    assert set(_metrics(render(external).one("HorizontalPodAutoscaler"))) == {"rerank_queue_pairs"}
+    cpu = deep_merge(external, {"autoscaling": {"targetCPUUtilizationPercentage": 70}})
+    assert "cpu" in _metrics(render(cpu).one("HorizontalPodAutoscaler"))
+    none = {"queue": {"targetAverageValue": ""}, "vllmWaiting": {"targetAverageValue": ""}}
+    with pytest.raises(helm.HelmRenderError, match="autoscaling needs a metric"):
+        render({"autoscaling": {"enabled": True, **none}})
+
+
+def test_keda_scaled_object_replaces_the_hpa() -> None:
+    out = render(load_yaml(CHART_DIR / "ci" / "keda-values.yaml"))
+    assert out.maybe("HorizontalPodAutoscaler") == []
+    assert "replicas" not in out.one("Deployment")["spec"]
+    scaled = out.one("ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "rerank-sidecar"}
+    queries = {
+        t["metadata"]["query"]: t["metadata"]["threshold"] for t in scaled["spec"]["triggers"]
+    }
+    pods = 'namespace="search",pod=~"rerank-sidecar-[a-z0-9]+-[a-z0-9]+"'
+    assert queries == {
+        f"sum(rerank_queue_pairs{{{pods}}})": "512",
+        f"sum(vllm:num_requests_waiting{{{pods}}})": "8",
+    }
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 900
 
 
 def test_service_monitor_needs_the_crd() -> None:
@@ -209,7 +262,7 @@ def test_service_monitor_needs_the_crd() -> None:
     without = render(values)
     assert without.maybe("ServiceMonitor") == []
     assert "no ServiceMonitor CRD" in without.notes
-    monitor = render(values, api_versions=(SERVICE_MONITOR_API,)).one("ServiceMonitor")
+    monitor = render(values, api_versions=MONITORING_APIS).one("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert monitor["spec"]["endpoints"][0] == {
         "port": "http",
@@ -219,7 +272,7 @@ def test_service_monitor_needs_the_crd() -> None:
     }
     service = render(values).one("Service")
     assert labels_match(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
-    assert render(api_versions=(SERVICE_MONITOR_API,)).maybe("ServiceMonitor") == []
+    assert render(api_versions=MONITORING_APIS).maybe("ServiceMonitor") == []
 
 
 def _job(out: Any, component: str) -> Obj:
@@ -362,7 +415,7 @@ def test_network_policy_admits_search_cluster_prometheus_and_own_clients_only() 
     values = load_yaml(CHART_DIR / "ci" / "servicemonitor-values.yaml")
     policy = render(values).one("NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
+    rule, vllm_rule = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert rule["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "opensearch"}}},
@@ -379,8 +432,36 @@ def test_network_policy_admits_search_cluster_prometheus_and_own_clients_only() 
             }
         },
     ]
+    # vLLM's port (no authentication): Prometheus only, from its configured namespace.
+    assert vllm_rule == {
+        "ports": [{"port": "vllm-http", "protocol": "TCP"}],
+        "from": [rule["from"][1]],
+    }
     # An empty namespaceSelector would admit every namespace: it must be left out instead.
     assert "namespaceSelector" not in json.dumps(render().one("NetworkPolicy")["spec"])
+    external = render(AXES["external"]).one("NetworkPolicy")
+    assert [r["ports"][0]["port"] for r in external["spec"]["ingress"]] == ["http"]
+
+
+@pytest.mark.parametrize(
+    ("engine", "selector"),
+    [
+        ("opensearch", {"app.kubernetes.io/name": "opensearch"}),
+        ("elasticsearch", {"common.k8s.elastic.co/type": "elasticsearch"}),
+    ],
+)
+def test_network_policy_search_cluster_selector_follows_the_engine(
+    engine: str, selector: dict[str, str]
+) -> None:
+    policy = render({"setup": {"engine": engine}}).one("NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"][0] == {"podSelector": {"matchLabels": selector}}
+    mine = {"opster.io/opensearch-cluster": "logs"}
+    values = {
+        "setup": {"engine": engine},
+        "networkPolicy": {"searchCluster": {"podSelector": mine}},
+    }
+    policy = render(values).one("NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"][0] == {"podSelector": {"matchLabels": mine}}
 
 
 def test_pod_disruption_budget() -> None:

@@ -10,12 +10,13 @@ import pytest
 
 from .helpers import (
     COMBINATIONS,
-    SERVICE_MONITOR_API,
+    MONITORING_APIS,
     Obj,
     ci_values_files,
     combination_values,
     container,
     containers,
+    drain_problems,
     env_map,
     kubectl,
     kustomize,
@@ -33,10 +34,10 @@ CACHE_VARS = ("HF_HOME", "HOME", "XDG_CACHE_HOME", "VLLM_CACHE_ROOT", "TRITON_CA
 def chart_sets() -> tuple[tuple[str, tuple[Obj, ...]], ...]:
     sets: list[tuple[str, tuple[Obj, ...]]] = []
     for combo in COMBINATIONS:
-        out = render(combination_values(combo), api_versions=(SERVICE_MONITOR_API,))
+        out = render(combination_values(combo), api_versions=MONITORING_APIS)
         sets.append(("+".join(combo) or "default", tuple(out.objects)))
     for path in ci_values_files():
-        out = render(load_yaml(path), api_versions=(SERVICE_MONITOR_API,))
+        out = render(load_yaml(path), api_versions=MONITORING_APIS)
         sets.append((path.name, tuple(out.objects)))
     return tuple(sets)
 
@@ -65,13 +66,33 @@ def test_every_vllm_container_serves_qwen3_as_a_reranker() -> None:
                 if c["name"] != "vllm":
                     continue
                 seen += 1
-                sidecar_len = int(env_map(container(obj, "sidecar"))["RERANK_MAX_LENGTH"])
+                sidecar_len = int(_sidecar_env(objects)["RERANK_MAX_LENGTH"])
                 assert c["command"] == ["vllm", "serve"], name
                 assert c["image"].startswith(
                     ("vllm/vllm-openai:", "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:")
                 ), name
                 assert vllm_flag_problems(c["args"], min_model_len=sidecar_len) == [], name
     assert seen >= 10
+
+
+def _sidecar_env(objects: tuple[Obj, ...]) -> dict[str, object]:
+    """The sidecar's settings in a set (fleet: vLLM runs in a Deployment of its own)."""
+    (deploy,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and any(c["name"] == "sidecar" for c in containers(o))
+    ]
+    return env_map(container(deploy, "sidecar"))
+
+
+def test_every_deployment_drains_before_it_stops() -> None:
+    checked = 0
+    for name, objects in all_sets():
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                assert drain_problems(obj, _sidecar_env(objects)) == [], name
+                checked += 1
+    assert checked > 20
 
 
 def test_secrets_are_referenced_never_inlined() -> None:
@@ -96,9 +117,14 @@ def test_every_workload_probes_its_containers() -> None:
             for c in containers(obj):
                 for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                     assert probe in c, (name, c["name"], probe)
+            if not any(c["name"] == "sidecar" for c in containers(obj)):
+                continue  # the fleet's vLLM Deployment
             sidecar = container(obj, "sidecar")
             assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            # Readiness is the cached answer: a short timeout; the deep check is startup's.
             assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert sidecar["readinessProbe"]["timeoutSeconds"] <= 2
+            assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
 
 
 def test_vllm_startup_probe_allows_for_model_download() -> None:
@@ -172,6 +198,24 @@ def test_vllm_flag_check_flags_a_missing_flag(flag: str, expected: str) -> None:
     index = args.index(flag)
     del args[index : index + (1 if flag == "--enforce-eager" else 2)]
     assert any(expected in p for p in vllm_flag_problems(args, min_model_len=8192))
+
+
+def test_drain_check_flags_a_short_grace_and_an_aborting_vllm() -> None:
+    deploy = _deployment()
+    env = env_map(container(deploy, "sidecar"))
+    assert drain_problems(deploy, env) == []
+    deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 30
+    assert any("grace" in p for p in drain_problems(deploy, env))
+    deploy = _deployment()
+    args = container(deploy, "vllm")["args"]
+    args[args.index("--shutdown-timeout") + 1] = "0"
+    assert any("aborts" in p for p in drain_problems(deploy, env))
+    deploy = _deployment()
+    del container(deploy, "sidecar")["lifecycle"]
+    assert any("preStop" in p for p in drain_problems(deploy, env))
+    deploy = _deployment()
+    container(deploy, "vllm")["lifecycle"]["preStop"]["exec"]["command"] = ["sleep", "1"]
+    assert any("before the sidecar" in p for p in drain_problems(deploy, env))
 
 
 def test_vllm_flag_check_flags_wrong_overrides_and_short_context() -> None:

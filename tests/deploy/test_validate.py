@@ -10,7 +10,7 @@ import pytest
 
 from .helpers import (
     COMBINATIONS,
-    SERVICE_MONITOR_API,
+    MONITORING_APIS,
     Obj,
     ci_values_files,
     claimed_min_version,
@@ -48,23 +48,21 @@ def test_versions_cover_the_claimed_range() -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_default_render_is_valid(version: str) -> None:
-    out = render(kube_version=version, api_versions=(SERVICE_MONITOR_API,))
+    out = render(kube_version=version, api_versions=MONITORING_APIS)
     assert _errors(out.objects, version) == []
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_documented_values_files_are_valid(version: str) -> None:
     for path in ci_values_files():
-        out = render(load_yaml(path), kube_version=version, api_versions=(SERVICE_MONITOR_API,))
+        out = render(load_yaml(path), kube_version=version, api_versions=MONITORING_APIS)
         assert _errors(out.objects, version) == [], path.name
 
 
 @pytest.mark.parametrize("version", EDGE_VERSIONS)
 def test_every_combination_is_valid(version: str) -> None:
     for combo in COMBINATIONS:
-        out = render(
-            combination_values(combo), kube_version=version, api_versions=(SERVICE_MONITOR_API,)
-        )
+        out = render(combination_values(combo), kube_version=version, api_versions=MONITORING_APIS)
         assert _errors(out.objects, version) == [], combo
 
 
@@ -85,8 +83,6 @@ def test_validation_catches_a_misspelt_field() -> None:
 
 def test_validation_catches_a_bad_service_monitor() -> None:
     values = combination_values(("servicemonitor",))
-    monitor = copy.deepcopy(
-        render(values, api_versions=(SERVICE_MONITOR_API,)).one("ServiceMonitor")
-    )
+    monitor = copy.deepcopy(render(values, api_versions=MONITORING_APIS).one("ServiceMonitor"))
     monitor["spec"]["endpoints"][0]["intervall"] = "30s"
     assert _errors([monitor], VERSIONS[-1]) != []

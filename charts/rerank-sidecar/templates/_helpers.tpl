@@ -43,6 +43,27 @@ app.kubernetes.io/part-of: rerank-sidecar
 {{- end }}
 {{- end }}
 
+{{/* Pod template labels: no chart or app version, so a chart bump alone restarts no GPU pod. */}}
+{{- define "rerank-sidecar.podLabels" -}}
+{{ include "rerank-sidecar.selectorLabels" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Fleet vLLM pods: another name, so the sidecar's selector, Service and policies never match them. */}}
+{{- define "rerank-sidecar.vllmSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-vllm" (include "rerank-sidecar.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rerank-sidecar.vllmFullname" -}}
+{{- include "rerank-sidecar.suffixed" (dict "root" . "suffix" "vllm") }}
+{{- end }}
+
 {{/* Pods of this release allowed through the NetworkPolicy (setup Job, helm test). */}}
 {{- define "rerank-sidecar.clientLabels" -}}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -69,7 +90,12 @@ rerank-sidecar/client: "true"
 {{- end }}
 
 {{- define "rerank-sidecar.vllmImage" -}}
-{{- printf "%s:%s" .Values.vllm.image.repository .Values.vllm.image.tag }}
+{{- $img := .Values.vllm.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository $img.tag }}
+{{- end }}
 {{- end }}
 
 {{/* Secrets */}}
@@ -85,6 +111,9 @@ rerank-sidecar/client: "true"
 {{- define "rerank-sidecar.vllmUrl" -}}
 {{- if eq .Values.vllm.mode "pod" }}
 {{- printf "http://127.0.0.1:%d" (int .Values.vllm.port) }}
+{{- else if eq .Values.vllm.mode "fleet" }}
+{{- /* dns+: every A record of the headless Service is a replica, re-resolved periodically. */}}
+{{- printf "dns+http://%s.%s.svc:%d" (include "rerank-sidecar.vllmFullname" .) .Release.Namespace (int .Values.vllm.port) }}
 {{- else }}
 {{- if not .Values.vllm.external.urls }}
 {{- fail "vllm.mode=external needs at least one URL in vllm.external.urls" }}
@@ -159,6 +188,18 @@ readinessProbe:
   value: {{ int64 $c.maxBodyBytes | quote }}
 - name: RERANK_REQUEST_TIMEOUT_S
   value: {{ $c.requestTimeoutS | quote }}
+- name: RERANK_DRAIN_DELAY_S
+  value: {{ $c.drainDelayS | quote }}
+- name: RERANK_SHUTDOWN_TIMEOUT_S
+  value: {{ $c.shutdownTimeoutS | quote }}
+{{- if not (kindIs "invalid" $c.vllmKeepaliveS) }}
+- name: RERANK_VLLM_KEEPALIVE_S
+  value: {{ $c.vllmKeepaliveS | quote }}
+{{- end }}
+{{- if eq .Values.vllm.mode "fleet" }}
+- name: RERANK_VLLM_DISCOVERY_INTERVAL_S
+  value: {{ .Values.vllm.fleet.discoveryIntervalSeconds | quote }}
+{{- end }}
 - name: RERANK_LOG_LEVEL
   value: {{ $c.logLevel | quote }}
 {{- if .Values.auth.enabled }}
@@ -219,6 +260,13 @@ readinessProbe:
 - --gpu-memory-utilization
 - {{ $v.gpuMemoryUtilization | quote }}
 {{- end }}
+{{- if gt (int $v.gpu) 1 }}
+- --tensor-parallel-size
+- {{ int64 $v.gpu | quote }}
+{{- end }}
+# Drain instead of aborting running requests on SIGTERM (vLLM's default 0 aborts them).
+- --shutdown-timeout
+- {{ include "rerank-sidecar.vllmShutdownTimeout" . | quote }}
 {{- with $v.extraArgs }}
 {{ toYaml . }}
 {{- end }}
@@ -383,4 +431,244 @@ volumes:
 {{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
 {{- end }}
 {{- join "," $pairs }}
+{{- end }}
+
+
+{{/* Drain timeline (docs/deploy.md): whole seconds, as preStop and the vLLM flag need them. */}}
+{{- define "rerank-sidecar.sidecarPreStop" -}}
+{{- int64 .Values.drain.endpointPropagationSeconds }}
+{{- end }}
+
+{{/* Pod mode: vLLM keeps taking work until the sidecar has stopped sending new work. Fleet: until
+every sidecar has re-resolved the headless Service without this pod. */}}
+{{- define "rerank-sidecar.vllmPreStop" -}}
+{{- $p := int64 .Values.drain.endpointPropagationSeconds }}
+{{- if eq .Values.vllm.mode "fleet" }}
+{{- add $p (int64 (ceil .Values.vllm.fleet.discoveryIntervalSeconds)) (int64 .Values.drain.dnsTtlSeconds) }}
+{{- else }}
+{{- add $p (int64 (ceil .Values.sidecar.config.drainDelayS)) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod mode: the sidecar's in-flight work ends within its shutdown timeout. Fleet: a batch lives
+at most one request deadline. */}}
+{{- define "rerank-sidecar.vllmShutdownTimeout" -}}
+{{- $c := .Values.sidecar.config }}
+{{- int64 (ceil (ternary $c.requestTimeoutS $c.shutdownTimeoutS (eq .Values.vllm.mode "fleet"))) }}
+{{- end }}
+
+{{/* Derived grace: the last container's preStop plus its drain, plus 10 s for the exit itself. */}}
+{{- define "rerank-sidecar.derivedGrace" -}}
+{{- $c := .root.Values.sidecar.config }}
+{{- $vllm := add (include "rerank-sidecar.vllmPreStop" .root) (include "rerank-sidecar.vllmShutdownTimeout" .root) }}
+{{- if eq .pod "vllm" }}
+{{- add $vllm 10 }}
+{{- else }}
+{{- $sidecar := add (include "rerank-sidecar.sidecarPreStop" .root) (ceil $c.drainDelayS) (ceil $c.shutdownTimeoutS) }}
+{{- add (ternary (max $sidecar $vllm) $sidecar (eq .root.Values.vllm.mode "pod")) 10 }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds of .pod (sidecar or vllm): derived, or the value if not shorter. */}}
+{{- define "rerank-sidecar.grace" -}}
+{{- $derived := int64 (include "rerank-sidecar.derivedGrace" .) }}
+{{- $set := .root.Values.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $set }}
+{{- $derived }}
+{{- else if lt (int64 $set) $derived }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) is shorter than the drain (%v s: preStop, drain delay, shutdown timeout): raise it or leave it null to derive it" $set $derived) }}
+{{- else }}
+{{- int64 $set }}
+{{- end }}
+{{- end }}
+
+{{/* The container lifecycle: the value, or a preStop sleep of .seconds. */}}
+{{- define "rerank-sidecar.lifecycle" -}}
+{{- if .lifecycle }}
+{{- toYaml .lifecycle }}
+{{- else }}
+preStop:
+  exec:
+    command: ["sleep", {{ .seconds | quote }}]
+{{- end }}
+{{- end }}
+
+{{/* Seconds a probe may fail before the container counts as started (0 without a probe). */}}
+{{- define "rerank-sidecar.startupBudget" -}}
+{{- with .startupProbe }}
+{{- add (default 0 .initialDelaySeconds) (mul (default 10 .periodSeconds) (default 3 .failureThreshold)) }}
+{{- else }}0{{- end }}
+{{- end }}
+
+{{/* progressDeadlineSeconds for a Deployment whose containers are .probes: derived or checked. */}}
+{{- define "rerank-sidecar.progressDeadline" -}}
+{{- $budget := 0 }}
+{{- range .probes }}
+{{- $budget = max $budget (int64 (include "rerank-sidecar.startupBudget" .)) }}
+{{- end }}
+{{- $derived := add $budget 600 }}
+{{- $set := .root.Values.progressDeadlineSeconds }}
+{{- if kindIs "invalid" $set }}
+{{- $derived }}
+{{- else if lt (int64 $set) $budget }}
+{{- fail (printf "progressDeadlineSeconds (%v) is shorter than the startup probes allow (%v s): a cold start would fail the rollout" $set $budget) }}
+{{- else }}
+{{- int64 $set }}
+{{- end }}
+{{- end }}
+
+{{/* A ReadWriteOnce weight cache is attached by one node: no second replica, no surge pod. */}}
+{{- define "rerank-sidecar.checkCache" -}}
+{{- $v := .root.Values.vllm }}
+{{- if and (eq $v.cache.type "pvc") (has "ReadWriteOnce" $v.cache.accessModes) }}
+{{- if .scaled }}
+{{- fail "a ReadWriteOnce weight cache (vllm.cache.type=pvc) holds one replica: use ReadWriteMany or emptyDir with several replicas or autoscaling" }}
+{{- end }}
+{{- $u := .root.Values.updateStrategy }}
+{{- if and (ne $u.type "Recreate") (ne (toString (dig "rollingUpdate" "maxSurge" 1 $u)) "0") }}
+{{- fail "a ReadWriteOnce weight cache (vllm.cache.type=pvc) cannot be attached by the surge pod of a rolling update, so the upgrade would hang: set updateStrategy.type=Recreate (a short outage per upgrade), vllm.cache.accessModes=[ReadWriteMany], or vllm.cache.type=emptyDir" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Sidecar memory: base + a full queue of maxLength-token pairs at 4 bytes a token. */}}
+{{- define "rerank-sidecar.sidecarMemory" -}}
+{{- $c := .Values.sidecar.config }}
+{{- $queueBytes := mul (int64 $c.maxQueuePairs) (int64 $c.maxLength) 4 }}
+{{- $mib := add (int64 .Values.sidecar.memory.baseMiB) (div (add $queueBytes 1048575) 1048576) }}
+{{- printf "%dMi" $mib }}
+{{- end }}
+
+{{- define "rerank-sidecar.sidecarResources" -}}
+{{- $res := deepCopy .Values.sidecar.resources }}
+{{- $memory := include "rerank-sidecar.sidecarMemory" . }}
+{{- $_ := set $res "requests" (merge (default (dict) $res.requests) (dict "memory" $memory)) }}
+{{- $_ := set $res "limits" (merge (default (dict) $res.limits) (dict "memory" $memory)) }}
+{{- toYaml $res }}
+{{- end }}
+
+{{- define "rerank-sidecar.shmSize" -}}
+{{- $gpu := int .Values.vllm.gpu }}
+{{- if not (kindIs "invalid" .Values.vllm.shmSize) }}
+{{- .Values.vllm.shmSize }}
+{{- else if gt $gpu 1 }}
+{{- printf "%dGi" (mul 4 $gpu) }}
+{{- else }}2Gi{{- end }}
+{{- end }}
+
+{{/* The default search-cluster peer of the NetworkPolicy for the engine. */}}
+{{- define "rerank-sidecar.searchClusterSelector" -}}
+{{- $np := .Values.networkPolicy.searchCluster }}
+{{- if $np.podSelector }}
+{{- toYaml $np.podSelector }}
+{{- else if eq .Values.setup.engine "elasticsearch" }}
+common.k8s.elastic.co/type: elasticsearch
+{{- else }}
+app.kubernetes.io/name: opensearch
+{{- end }}
+{{- end }}
+
+{{/* sha256 of the bearer token, so a changed token rolls the pods. The generated token is made
+once per render (kept in .Values) and shared with secret.yaml. */}}
+{{- define "rerank-sidecar.generatedToken" -}}
+{{- if not (hasKey .Values.auth "generatedToken") }}
+{{- $previous := lookup "v1" "Secret" .Release.Namespace (include "rerank-sidecar.authSecretName" .) }}
+{{- $token := "" }}
+{{- if and $previous $previous.data }}
+{{- $token = index $previous.data "api-token" | default "" }}
+{{- end }}
+{{- $_ := set .Values.auth "generatedToken" (default (randAlphaNum 48 | b64enc) $token) }}
+{{- end }}
+{{- .Values.auth.generatedToken }}
+{{- end }}
+
+{{- define "rerank-sidecar.tokenChecksum" -}}
+{{- if .Values.auth.existingSecret }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.auth.existingSecret }}
+{{- if and $secret $secret.data }}
+{{- index $secret.data .Values.auth.existingSecretKey | default "" | sha256sum }}
+{{- end }}
+{{- else }}
+{{- include "rerank-sidecar.generatedToken" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+
+{{/* The vLLM container: in the sidecar's pod (pod mode) or alone (fleet). */}}
+{{- define "rerank-sidecar.vllmContainer" -}}
+- name: vllm
+  image: {{ include "rerank-sidecar.vllmImage" . }}
+  imagePullPolicy: {{ .Values.vllm.image.pullPolicy }}
+  command: ["vllm", "serve"]
+  args:
+    {{- include "rerank-sidecar.vllmArgs" . | trim | nindent 4 }}
+  ports:
+    - name: vllm-http
+      containerPort: {{ .Values.vllm.port }}
+      protocol: TCP
+  env:
+    # The image's user is root; these keep every cache on writable volumes for a random UID.
+    - name: HOME
+      value: /tmp/home
+    - name: USER
+      value: vllm
+    - name: HF_HOME
+      value: /cache/huggingface
+    - name: XDG_CACHE_HOME
+      value: /tmp/cache
+    - name: XDG_CONFIG_HOME
+      value: /tmp/config
+    - name: VLLM_CACHE_ROOT
+      value: /tmp/vllm-cache
+    - name: VLLM_CONFIG_ROOT
+      value: /tmp/vllm-config
+    - name: TRITON_CACHE_DIR
+      value: /tmp/triton
+    - name: TORCHINDUCTOR_CACHE_DIR
+      value: /tmp/torchinductor
+    - name: NUMBA_CACHE_DIR
+      value: /tmp/numba
+    - name: VLLM_NO_USAGE_STATS
+      value: "1"
+    - name: DO_NOT_TRACK
+      value: "1"
+    {{- with include "rerank-sidecar.hfTokenEnv" . }}
+    {{- . | trim | nindent 4 }}
+    {{- end }}
+    {{- with .Values.vllm.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- include "rerank-sidecar.probes" .Values.vllm | trim | nindent 2 }}
+  lifecycle:
+    {{- include "rerank-sidecar.lifecycle" (dict "lifecycle" .Values.vllm.lifecycle "seconds" (include "rerank-sidecar.vllmPreStop" .)) | nindent 4 }}
+  resources:
+    {{- include "rerank-sidecar.vllmResources" . | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.vllm.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: cache
+      mountPath: /cache
+    - name: vllm-tmp
+      mountPath: /tmp
+    - name: shm
+      mountPath: /dev/shm
+{{- end }}
+
+{{/* The vLLM container's volumes. */}}
+{{- define "rerank-sidecar.vllmVolumes" -}}
+- name: vllm-tmp
+  emptyDir:
+    sizeLimit: 8Gi
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ include "rerank-sidecar.shmSize" . }}
+- name: cache
+  {{- if eq .Values.vllm.cache.type "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ default (include "rerank-sidecar.suffixed" (dict "root" . "suffix" "cache")) .Values.vllm.cache.existingClaim }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.vllm.cache.sizeLimit }}
+  {{- end }}
 {{- end }}
