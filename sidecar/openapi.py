@@ -77,7 +77,8 @@ _RESPONSES: tuple[type[BaseModel], ...] = (
 )
 
 _ERRORS = {
-    "400": "the body is not a JSON object (invalid_json)",
+    "400": "the body is not a JSON object (invalid_json), or not readable HTTP (bad_request)",
+    "408": "the request's body did not arrive in time (request_timeout)",
     "401": "RERANK_API_TOKEN is set and the bearer token is missing or wrong",
     "413": "body over max_body_bytes, or more than max_documents documents",
     "422": "a field is wrong; the message names it",
