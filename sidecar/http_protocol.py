@@ -10,6 +10,7 @@ both.
 from __future__ import annotations
 
 import asyncio
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -40,8 +41,10 @@ class _JsonErrorsRequestHandler(RequestHandler):
         if status == 500:
             text = "the sidecar failed; see its log"
         elif isinstance(exc, ContentEncodingError):
-            encoding = request.headers.get("Content-Encoding", "")
-            text = f"Content-Encoding {encoding!r} is not supported: send gzip, deflate or none"
+            # aiohttp's message names a Python package to install; the client cannot.
+            named = re.search(r"content-encoding: ([^.]*)", exc.message)
+            encoding = named.group(1) if named else "of the body"
+            text = f"Content-Encoding {encoding} is not supported: send gzip, deflate or none"
         else:
             text = f"the request could not be parsed: {message or HTTPStatus(status).phrase}"
         error_type = "internal_error" if status == 500 else "bad_request"
