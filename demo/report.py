@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from opensearchpy import OpenSearch
 from opensearchpy.helpers import bulk
 from rich import box
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +29,7 @@ FIELDS = ("title^2", "description")
 WARMUP_RUNS = 1
 TIMED_RUNS = 5
 TITLE_COLUMNS = 40
+HIT_COLUMNS = len("p123 [3] ") + TITLE_COLUMNS
 TABLE_COLUMNS = 120
 # Marks an index this module created, so that a re-run may replace it and nothing else.
 CREATED_BY = "rerank-sidecar demo"
@@ -188,9 +190,10 @@ def run_demo(
 
 def cut(title: str, columns: int = TITLE_COLUMNS) -> str:
     """`title` cut to `columns` display columns (a CJK character takes two), with an ellipsis."""
-    text = Text(title)
-    text.truncate(columns, overflow="ellipsis")
-    return text.plain
+    if cell_len(title) <= columns:
+        return title
+    # set_cell_size pads with a space where a wide character would straddle the cut.
+    return set_cell_size(title, columns - 1).rstrip() + "…"
 
 
 def _cell(hit: Hit | None, grades: Mapping[str, int]) -> Text:
@@ -222,8 +225,9 @@ def query_table(row: QueryRow, grades: Mapping[str, int]) -> Table:
         caption_justify="left",
     )
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("BM25 (search_pipeline=_none)", no_wrap=True)
-    table.add_column("reranked (default pipeline)", no_wrap=True)
+    # A fixed width, so that every query's table lines up: "p123 [3] " and the cut title.
+    table.add_column("BM25 (search_pipeline=_none)", width=HIT_COLUMNS, no_wrap=True)
+    table.add_column("reranked (default pipeline)", width=HIT_COLUMNS, no_wrap=True)
     table.add_column("was", no_wrap=True)
     for rank in range(max(len(row.bm25), len(row.reranked))):
         old = row.bm25[rank] if rank < len(row.bm25) else None

@@ -84,8 +84,7 @@ def test_judgments_have_relevant_products_and_decoys(data: DemoData) -> None:
         decoys = [
             pid
             for pid, grade in grades.items()
-            if grade == 0
-            and any(term in data.products[pid].title.lower() for term in terms)
+            if grade == 0 and any(term in data.products[pid].title.lower() for term in terms)
         ]
         assert len(decoys) >= 2, (query.qid, decoys)
 
