@@ -9,12 +9,14 @@ import kubernetes_validate
 import pytest
 
 from .helpers import (
+    CHART_DIR,
     COMBINATIONS,
     MONITORING_APIS,
     Obj,
     ci_values_files,
     claimed_min_version,
     combination_values,
+    deep_merge,
     kubectl,
     kustomize,
     load_yaml,
@@ -86,3 +88,15 @@ def test_validation_catches_a_bad_service_monitor() -> None:
     monitor = copy.deepcopy(render(values, api_versions=MONITORING_APIS).one("ServiceMonitor"))
     monitor["spec"]["endpoints"][0]["intervall"] = "30s"
     assert _errors([monitor], VERSIONS[-1]) != []
+
+
+@pytest.mark.parametrize("version", EDGE_VERSIONS)
+def test_fleet_with_every_other_axis_is_valid(version: str) -> None:
+    fleet = load_yaml(CHART_DIR / "ci" / "fleet-values.yaml")
+    for combo in COMBINATIONS:
+        if "external" in combo:
+            continue
+        values = deep_merge(combination_values(combo), fleet)
+        out = render(values, kube_version=version, api_versions=MONITORING_APIS)
+        assert len(out.maybe("Deployment")) == 2, combo
+        assert _errors(out.objects, version) == [], combo
