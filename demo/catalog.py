@@ -7,8 +7,9 @@ relevant products that use other words than the query and lexical decoys that sh
 ("waterproof phone case" for "waterproof hiking boots"): what BM25 gets wrong and a reranker should
 fix. `data/queries.tsv`: `<query id> TAB <text>`; the id's first two letters are the query's
 language (`en01`, `zh01`, `es01`). `data/qrels.tsv`: TREC qrels, `<query id> 0 <product id>
-<grade>`, grades 0 (not what the user wants) to 3 (exactly it), covering every product the demo's
-BM25 query returns in its top 20. The queries and judgments are read by the same parsers as
+<grade>`, grades 0 (not what the user wants) to 3 (exactly it), covering every product in the BM25
+top 20 of the demo's query (`title^2`, `description`) and of eval's (`title`, `description`), plus
+the relevant products BM25 misses. The queries and judgments are read by the same parsers as
 `python -m es_integration opensearch eval`, which takes these files as they are.
 """
 
