@@ -462,6 +462,8 @@ def test_network_policy_search_cluster_selector_follows_the_engine(
     }
     policy = render(values).one("NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"][0] == {"podSelector": {"matchLabels": mine}}
+    notes = render({"setup": {"engine": engine}}).notes
+    assert "pods labelled " + ",".join(f"{k}={v}" for k, v in selector.items()) in notes
 
 
 def test_pod_disruption_budget() -> None:

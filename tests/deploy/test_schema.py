@@ -33,6 +33,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("resources-shape", {"sidecar": {"resources": {"request": {"cpu": 1}}}}, "request"),
     ("service-monitor-interval", {"metrics": {"serviceMonitor": {"interval": 30}}}, "interval"),
     ("labels-not-strings", {"commonLabels": {"team": 7}}, "commonLabels"),
+    ("drain-negative", {"drain": {"endpointPropagationSeconds": -1}}, "/drain"),
+    ("drain-delay-string", {"sidecar": {"config": {"drainDelayS": "5s"}}}, "drainDelayS"),
+    ("grace-string", {"terminationGracePeriodSeconds": "60"}, "terminationGrace"),
+    ("fleet-replicas", {"vllm": {"fleet": {"replicas": "4"}}}, "/vllm/fleet/replicas"),
+    ("discovery-zero", {"vllm": {"fleet": {"discoveryIntervalSeconds": 0}}}, "discoveryInterval"),
+    ("queue-target-word", {"autoscaling": {"queue": {"targetAverageValue": "lots"}}}, "queue"),
+    ("behavior-typo", {"autoscaling": {"behavior": {"scaleUpp": {}}}}, "scaleUpp"),
+    ("keda-no-scheme", {"autoscaling": {"keda": {"prometheusServerAddress": "prom:9090"}}}, "keda"),
+    ("memory-base-string", {"sidecar": {"memory": {"baseMiB": "512Mi"}}}, "baseMiB"),
+    ("lifecycle-typo", {"sidecar": {"lifecycle": {"preStp": {}}}}, "preStp"),
+    ("shm-size-list", {"vllm": {"shmSize": ["2Gi"]}}, "shmSize"),
+    ("old-custom-metric", {"autoscaling": {"customMetric": {"name": "m"}}}, "customMetric"),
 ]
 
 
