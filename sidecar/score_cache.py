@@ -1,10 +1,10 @@
 """The score cache: (model, instruction, query, document, token limit) -> score.
 
-Two tiers. In process, a TTL + LRU cache bounded in bytes (cachetools). Optionally Redis, shared by
-all replicas, with the same TTL and a key prefix. Redis is an accelerator, never a dependency: every
-Redis call is bounded by a timeout, and a Redis that is down or slow makes the cache in-process
-only for a while (logged once, counted), never a failed or slowed request. Writes to Redis happen
-after the answer, in the background.
+Two tiers. In process, an LRU cache bounded in bytes, with a TTL (sidecar/lru.py). Optionally
+Redis, shared by all replicas, with the same TTL and a key prefix. Redis is an accelerator, never a
+dependency: every Redis call is bounded by a timeout, and a Redis that is down or slow makes the
+cache in-process only for a while (logged once, counted), never a failed or slowed request.
+Writes to Redis happen after the answer, in the background.
 
 A pair found in either tier is answered from it and never reaches the tokenizer or the batcher.
 Scores are deterministic for a model and its input, so a cached score is the score the backend
@@ -22,11 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-from cachetools import TTLCache
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sidecar.config import Settings
+from sidecar.lru import BoundedLRU
 from sidecar.metrics import Metrics
 from sidecar.timing import timed
 
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PACKED = struct.Struct("<dI?")  # score, tokens of the formatted pair, truncated
-# An entry's own objects (16-byte key, tuple, float, int) and its share of cachetools' links.
-_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof((0.0, 1, True)) + 32 + 28 + 160
+# An entry's own objects (16-byte key, two tuples, float, int) and its OrderedDict link.
+_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + 2 * sys.getsizeof((0.0, 1, True)) + 32 + 28 + 100
 
 
 class ScoredPair(NamedTuple):
@@ -45,23 +45,6 @@ class ScoredPair(NamedTuple):
     score: float
     n_tokens: int
     truncated: bool
-
-
-class _CountingTTLCache(TTLCache[bytes, ScoredPair]):
-    """A TTLCache that counts the entries it evicts to stay within its byte bound."""
-
-    def __init__(self, max_bytes: int, ttl_s: float, on_evict: Callable[[], None]) -> None:
-        super().__init__(maxsize=max_bytes, ttl=ttl_s, timer=time.monotonic)
-        self._on_evict = on_evict
-
-    @staticmethod
-    def getsizeof(value: ScoredPair) -> float:
-        return _ENTRY_BYTES
-
-    def popitem(self) -> tuple[bytes, ScoredPair]:
-        item = super().popitem()
-        self._on_evict()
-        return item
 
 
 class ScoreCache:
@@ -78,8 +61,8 @@ class ScoreCache:
     ) -> None:
         self._metrics = metrics
         self._ttl_s = ttl_s
-        self._memory = (
-            _CountingTTLCache(max_bytes, ttl_s, metrics.score_cache_evictions.inc)
+        self._memory: BoundedLRU[bytes, ScoredPair] | None = (
+            BoundedLRU(max_bytes, ttl_s=ttl_s, on_evict=metrics.score_cache_evictions.inc)
             if max_bytes >= _ENTRY_BYTES
             else None
         )
@@ -131,10 +114,10 @@ class ScoreCache:
             return await self._get_many(keys)
 
     async def _get_many(self, keys: Sequence[bytes]) -> list[ScoredPair | None]:
+        now = time.monotonic()
         found: list[ScoredPair | None] = [None] * len(keys)
         if self._memory is not None:
-            for i, key in enumerate(keys):
-                found[i] = self._memory.get(key)
+            found = [self._memory.get(key, now) for key in keys]
         memory_hits = sum(value is not None for value in found)
         redis_hits = 0
         missing = [i for i, value in enumerate(found) if value is None]
@@ -146,7 +129,7 @@ class ScoreCache:
                     found[i] = value
                     redis_hits += 1
                     if self._memory is not None:
-                        self._memory[keys[i]] = value
+                        self._memory.put(keys[i], value, _ENTRY_BYTES, now)
         self._metrics.score_cache_hits.labels("memory").inc(memory_hits)
         self._metrics.score_cache_hits.labels("redis").inc(redis_hits)
         self._metrics.score_cache_misses.inc(len(keys) - memory_hits - redis_hits)
@@ -154,8 +137,9 @@ class ScoreCache:
 
     def put_many(self, keys: Sequence[bytes], values: Sequence[ScoredPair]) -> None:
         if self._memory is not None:
+            now = time.monotonic()
             for key, value in zip(keys, values, strict=True):
-                self._memory[key] = value
+                self._memory.put(key, value, _ENTRY_BYTES, now)
         if keys and self._redis_usable():
             task = asyncio.create_task(self._store(list(keys), list(values)))
             self._writes.add(task)

@@ -13,21 +13,18 @@ import threading
 from array import array
 from collections.abc import Callable, Sequence
 
-from cachetools import LRUCache
+from sidecar.lru import BoundedLRU
 
-# The key string's and the array's object headers, and cachetools' links, per entry.
+# The key string's and the array's object headers, and the OrderedDict link, per entry.
 _ENTRY_OVERHEAD = sys.getsizeof("") + sys.getsizeof(array("I")) + 100
-
-_Entry = tuple[int, "array[int]"]
 
 
 class DocumentTokenCache:
     def __init__(self, max_bytes: int) -> None:
-        # Values are (the text's length, its ids): the size function sees only the value.
-        self._cache: LRUCache[str, _Entry] | None = (
-            LRUCache(maxsize=max_bytes, getsizeof=_entry_bytes) if max_bytes > 0 else None
+        self._cache: BoundedLRU[str, array[int]] | None = (
+            BoundedLRU(max_bytes) if max_bytes > 0 else None
         )
-        # Encoders run in worker threads; cachetools' caches are not thread-safe.
+        # Encoders run in worker threads.
         self._lock = threading.Lock()
 
     def ids(
@@ -36,24 +33,15 @@ class DocumentTokenCache:
         """Each document's ids: from the cache, or `tokenize` for the ones not in it (one call)."""
         if self._cache is None:
             return tokenize(list(documents))
-        found: list[list[int] | None] = []
         with self._lock:
-            for document in documents:
-                cached = self._cache.get(document)
-                found.append(None if cached is None else cached[1].tolist())
+            cached = [self._cache.get(document) for document in documents]
+        found = [None if ids is None else ids.tolist() for ids in cached]
         missing = [i for i, ids in enumerate(found) if ids is None]
         if missing:
             fresh = tokenize([documents[i] for i in missing])
             with self._lock:
                 for i, ids in zip(missing, fresh, strict=True):
                     found[i] = ids
-                    entry = (len(documents[i]), array("I", ids))
-                    # A document larger than the whole cache is just not kept.
-                    if _entry_bytes(entry) <= self._cache.maxsize:
-                        self._cache[documents[i]] = entry
+                    size = _ENTRY_OVERHEAD + len(documents[i]) + 4 * len(ids)
+                    self._cache.put(documents[i], array("I", ids), size)
         return [ids for ids in found if ids is not None]
-
-
-def _entry_bytes(entry: _Entry) -> float:
-    text_length, ids = entry
-    return _ENTRY_OVERHEAD + text_length + ids.itemsize * len(ids)
