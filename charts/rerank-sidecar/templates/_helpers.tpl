@@ -289,15 +289,8 @@ readinessProbe:
 {{- fail "setup.enabled needs at least one cluster URL in setup.urls" }}
 {{- end }}
 {{- $prefix := upper $s.engine }}
-serviceAccountName: {{ include "rerank-sidecar.serviceAccountName" $root }}
-automountServiceAccountToken: false
+{{ include "rerank-sidecar.podIdentity" $root }}
 restartPolicy: Never
-{{- with $root.Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-securityContext:
-  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
 {{- if eq .cmd "setup" }}
 # The CLI's --wait-timeout covers the model deploy only; Elasticsearch also calls the sidecar
 # while creating the endpoint, so wait here until it is ready (the first start downloads weights).
@@ -671,4 +664,41 @@ once per render (kept in .Values) and shared with secret.yaml. */}}
   emptyDir:
     sizeLimit: {{ .Values.vllm.cache.sizeLimit }}
   {{- end }}
+{{- end }}
+
+{{/* Pod spec head shared by every pod of the chart: identity and security. */}}
+{{- define "rerank-sidecar.podIdentity" -}}
+serviceAccountName: {{ include "rerank-sidecar.serviceAccountName" . }}
+# No container talks to the Kubernetes API.
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Placement of a long-running pod; .gpu adds vLLM's node selector and tolerations. */}}
+{{- define "rerank-sidecar.podPlacement" -}}
+{{- $v := .root.Values }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with ternary (merge (dict) $v.vllm.nodeSelector $v.nodeSelector) $v.nodeSelector .gpu }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with ternary (concat $v.tolerations $v.vllm.tolerations) $v.tolerations .gpu }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
