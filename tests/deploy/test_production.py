@@ -250,6 +250,17 @@ def test_token_checksum_rolls_the_pods_and_matches_the_secret() -> None:
     assert "checksum/api-token" not in existing["spec"]["template"]["metadata"]["annotations"]
 
 
+def test_setup_job_reads_the_token_the_sidecar_reads() -> None:
+    """The GitOps way: one existing Secret, read by the sidecar and by the setup Job."""
+    values = load_yaml(CHART_DIR / "ci" / "setup-values.yaml")
+    values["auth"] = {"existingSecret": "rerank-token", "existingSecretKey": "token"}
+    out = render(values)
+    assert out.maybe("Secret") == []
+    sidecar = env_map(container(out.one("Deployment"), "sidecar"))["RERANK_API_TOKEN"]
+    setup = env_map(container(out.one("Job", "setup"), "setup"))["RERANK_SIDECAR_TOKEN"]
+    assert sidecar == setup == {"secretKeyRef": {"name": "rerank-token", "key": "token"}}
+
+
 # --- 7. memory that fits the bound ----------------------------------------------------------
 
 
