@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from opensearchpy import OpenSearch
+from opensearchpy.exceptions import OpenSearchException
 from opensearchpy.helpers import bulk
 from rich import box
 from rich.cells import cell_len, set_cell_size
@@ -102,6 +104,7 @@ class QueryRow:
 @dataclass(frozen=True)
 class DemoResult:
     index: str
+    pipeline: str  # the index's default search pipeline: the reranked side
     backend_label: str
     rows: list[QueryRow]
 
@@ -109,6 +112,15 @@ class DemoResult:
 def query_body(text: str) -> dict[str, Any]:
     """The one client query of the demo, sent unchanged with and without the pipeline."""
     return {"query": {"multi_match": {"query": text, "fields": list(FIELDS)}}, "size": SIZE}
+
+
+@contextmanager
+def _cluster_errors(what: str) -> Iterator[None]:
+    """A one-line DemoError instead of an opensearch-py traceback."""
+    try:
+        yield
+    except OpenSearchException as exc:
+        raise DemoError(f"{what}: {exc}") from None
 
 
 def _client(opensearch_url: str) -> OpenSearch:
@@ -123,22 +135,35 @@ def index_catalog(opensearch_url: str, index: str) -> int:
     """
     client = _client(opensearch_url)
     data = load_demo_data()
-    if client.indices.exists(index=index):
-        meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
-        if meta.get("created_by") != CREATED_BY:
-            raise DemoError(
-                f"index {index!r} exists and was not created by the demo: "
-                "choose another --index or delete it yourself"
-            )
-        client.indices.delete(index=index)
-    client.indices.create(index=index, body=INDEX_BODY)
-    actions = (
-        {"_index": index, "_id": pid, "_source": product.model_dump(mode="json")}
-        for pid, product in data.products.items()
-    )
-    indexed, _ = bulk(client, actions)  # raises BulkIndexError naming the failed documents
-    client.indices.refresh(index=index)
+    with _cluster_errors(f"indexing the demo catalog into {index!r} at {opensearch_url}"):
+        if client.indices.exists(index=index):
+            mapping = client.indices.get_mapping(index=index)[index]["mappings"]
+            if mapping.get("_meta", {}).get("created_by") != CREATED_BY:
+                raise DemoError(
+                    f"index {index!r} exists and was not created by the demo: "
+                    "choose another --index or delete it yourself"
+                )
+            client.indices.delete(index=index)
+        client.indices.create(index=index, body=INDEX_BODY)
+        actions = (
+            {"_index": index, "_id": pid, "_source": product.model_dump(mode="json")}
+            for pid, product in data.products.items()
+        )
+        indexed, _ = bulk(client, actions)  # raises BulkIndexError naming the failed documents
+        client.indices.refresh(index=index)
     return int(indexed)
+
+
+def default_pipeline(client: OpenSearch, index: str) -> str:
+    """The index's default search pipeline; without one nothing would be reranked."""
+    settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+    name = settings.get("search", {}).get("default_pipeline")
+    if not name or name == "_none":
+        raise DemoError(
+            f"index {index!r} has no default search pipeline, so nothing would be reranked: "
+            f"run `python -m es_integration opensearch setup --index {index}` first"
+        )
+    return str(name)
 
 
 def _hits(answer: Mapping[str, Any]) -> list[Hit]:
@@ -188,8 +213,10 @@ def run_demo(
     """
     client = _client(opensearch_url)
     data = load_demo_data()
-    rows = [_compare(client, index, query) for query in data.queries]
-    result = DemoResult(index, backend_label, rows)
+    with _cluster_errors(f"searching {index!r} at {opensearch_url}"):
+        pipeline = default_pipeline(client, index)
+        rows = [_compare(client, index, query) for query in data.queries]
+    result = DemoResult(index, pipeline, backend_label, rows)
     write_report(result, data, out, english_centric_model=english_centric_model)
     return result
 
@@ -275,8 +302,10 @@ def write_report(
         f"{len(result.rows)} queries.\nBackend: {result.backend_label}.\n"
         f"Each query sends the same client body twice:\n  {json.dumps(query_body('<text>'))}\nwith "
         "search_pipeline=_none (plain BM25) and as it is (the index's default pipeline, "
-        f"reranked). [n] is the product's judged relevance, 0-3 (demo/data/qrels.tsv); 'was' is "
-        f"its BM25 rank. Latency: median of {TIMED_RUNS} searches after {WARMUP_RUNS} warm-up.",
+        f"{result.pipeline!r}: reranked). [n] is the product's judged relevance, 0-3 "
+        "(demo/data/qrels.tsv); 'was' is its BM25 rank. "
+        f"Latency: median of {TIMED_RUNS} searches after {WARMUP_RUNS} warm-up, "
+        "BM25 and reranked alternately.",
         markup=False,
     )
     if english_centric_model:

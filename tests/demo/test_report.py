@@ -89,7 +89,7 @@ def test_the_report_warns_at_non_english_queries_only_with_the_embedded_model(
     data: DemoData,
 ) -> None:
     rows = [_row(query) for query in data.queries]
-    result = DemoResult("demo-products", "all-MiniLM-L6-v2 (embedded)", rows)
+    result = DemoResult("demo-products", "rerank-sidecar", "all-MiniLM-L6-v2 (embedded)", rows)
     out = io.StringIO()
     write_report(result, data, out, english_centric_model=True)
     text = " ".join(out.getvalue().split())
