@@ -1,4 +1,4 @@
-"""The demo report's formatting on fixed rows: display widths with CJK titles, truncation, notes.
+"""The demo report on fixed rows (CJK display widths, truncation, notes) and its index mapping.
 
 Widths are measured here with the standard library's East Asian Width table, independently of
 the rich library that lays the tables out.
@@ -12,9 +12,10 @@ import unicodedata
 import pytest
 from rich.console import Console
 
-from demo.catalog import DemoData, Query, load_demo_data
+from demo.catalog import DemoData, Product, Query, Variant, load_demo_data
 from demo.report import (
     ENGLISH_CENTRIC_NOTE,
+    INDEX_BODY,
     TITLE_COLUMNS,
     DemoResult,
     Hit,
@@ -101,3 +102,16 @@ def test_the_report_warns_at_non_english_queries_only_with_the_embedded_model(
     write_report(result, data, out, english_centric_model=False)
     assert "English-centric" not in out.getvalue()
     assert "median of the queries" in out.getvalue()
+
+
+def test_the_mapping_covers_every_product_field_with_the_types_the_demo_needs() -> None:
+    properties = INDEX_BODY["mappings"]["properties"]
+    # The mapping is strict: a product field it lacks would fail the bulk request.
+    assert set(properties) == set(Product.model_fields)
+    assert set(properties["variants"]["properties"]) == set(Variant.model_fields)
+    assert properties["variants"]["type"] == "nested"
+    for name in ("title", "description", "title_en", "description_en"):
+        assert properties[name] == {"type": "text", "analyzer": "standard"}
+    assert {properties[name]["type"] for name in ("category", "brand", "lang", "tags")} == {
+        "keyword"
+    }
