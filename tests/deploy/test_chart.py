@@ -172,6 +172,9 @@ def test_read_write_once_cache_refuses_several_replicas() -> None:
         render({"vllm": {"cache": {"type": "pvc"}}, "autoscaling": {"enabled": True}})
     with pytest.raises(helm.HelmRenderError, match="ReadWriteOnce"):
         render({"vllm": {"cache": {"type": "pvc"}}, "replicaCount": 2, **RECREATE})
+    keda = {"autoscaling": {"keda": {"enabled": True}}}
+    with pytest.raises(helm.HelmRenderError, match="ReadWriteOnce"):
+        render({"vllm": {"cache": {"type": "pvc"}}, **keda, **RECREATE})
 
 
 def test_read_write_once_cache_refuses_a_surge_and_names_the_fixes() -> None:
