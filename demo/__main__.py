@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from demo.catalog import INDEX_NAME
-from demo.report import index_catalog, run_demo
+from demo.catalog import INDEX_NAME, CatalogError
+from demo.report import DemoError, index_catalog, run_demo
 from es_integration.cli import main as es_integration
 from opensearch_node.build import DEFAULT_VERSION
 from opensearch_node.errors import NodeError
@@ -47,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                      "--index", args.index, "--fields", "title,description", "--yes"]  # fmt: skip
             if es_integration(setup) != 0:
                 return 1
-            run_demo(url, args.index, backend_label=label, out=sys.stdout)
-    except NodeError as error:
+            run_demo(
+                url,
+                args.index,
+                backend_label=label,
+                out=sys.stdout,
+                english_centric_model=not args.vllm_url,
+            )
+    except (NodeError, DemoError, CatalogError) as error:
         print(f"demo: {error}", file=sys.stderr)
         return 2
     return 0
