@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from pathlib import Path
+
 import aiohttp
 
 from sidecar.backends.embedded import load_minilm_tokenizer
+from tests.support.servers import sidecar_process
 
 
 async def test_embedded_model_ranks_the_relevant_document_first(
@@ -57,3 +62,18 @@ async def test_documents_over_the_models_256_token_limit_are_reported_as_cut(
     async with http.post(f"{embedded_sidecar}/v1/rerank", json=body) as response:
         data = await response.json()
     assert data["meta"]["truncated_documents"] == 1
+
+
+def test_the_embedded_model_writes_no_progress_bar_to_the_server_log(tmp_path: Path) -> None:
+    log = tmp_path / "sidecar.log"
+    with sidecar_process(log) as server:
+        request = urllib.request.Request(
+            f"{server.url}/v1/rerank",
+            data=json.dumps({"query": "q", "documents": ["a", "b"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+    text = log.read_text(errors="replace")
+    assert "scoring with all-MiniLM-L6-v2" in text  # the log is the server's, at INFO
+    assert "Batches" not in text, text[-2000:]

@@ -103,6 +103,8 @@ def sidecar_process(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "sidecar", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # Tests stop it with SIGTERM: no need to keep serving for a load balancer that is not there.
+    env = {"RERANK_DRAIN_DELAY_S": "0", **(env or {})}
     with server_process(
         [*command, *args], health_url=f"{url}/readyz", log_path=log_path, env=env
     ) as process:
