@@ -15,7 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.config import Settings
 from sidecar.server import create_app, make_runner
-from tests.support.servers import TINY_SERVED_NAME, ServerProcess, vllm_cpu_server
+from tests.support.servers import (
+    TINY_SERVED_NAME,
+    ServerProcess,
+    sidecar_process,
+    vllm_cpu_server,
+)
 from tests.support.tiny_qwen import build_tiny_qwen3
 
 SidecarFactory = Callable[..., Awaitable[str]]
@@ -75,6 +80,15 @@ async def embedded_sidecar() -> AsyncIterator[str]:
     await server.start_server()
     yield str(server.make_url("")).rstrip("/")
     await server.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_sidecar_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The embedded CPU model in a `python -m sidecar serve` process of its own, for sync tests
+    (a browser, the OpenSearch node) during which the session's event loop does not run."""
+    log = tmp_path_factory.mktemp("logs") / "embedded-sidecar.log"
+    with sidecar_process(log, "--backend", "embedded") as sidecar:
+        yield sidecar
 
 
 async def read_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:

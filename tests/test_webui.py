@@ -46,13 +46,6 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 @pytest.fixture(scope="module")
-def page_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("webui") / "sidecar.log"
-    with sidecar_process(log, "--backend", "embedded") as sidecar:
-        yield sidecar
-
-
-@pytest.fixture(scope="module")
 def token_sidecar(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 ) -> Iterator[ServerProcess]:
@@ -119,9 +112,9 @@ def fill_form(page: Page, url: str) -> None:
 
 
 def test_the_page_ranks_as_the_api_does(
-    page: Page, page_sidecar: ServerProcess, tmp_path: Path
+    page: Page, embedded_sidecar_process: ServerProcess, tmp_path: Path
 ) -> None:
-    fill_form(page, page_sidecar.url)
+    fill_form(page, embedded_sidecar_process.url)
     expect(page.locator("#instruction")).to_have_attribute(
         "placeholder", "Given a web search query, retrieve relevant passages that answer the query"
     )
@@ -129,7 +122,7 @@ def test_the_page_ranks_as_the_api_does(
     expect(page.locator("#instruction-b")).to_be_hidden()
     page.click("#rank")
     expect(page.locator(".result")).to_have_count(len(DOCUMENTS))
-    answer = api_ranking(page_sidecar.url)
+    answer = api_ranking(embedded_sidecar_process.url)
     assert rendered(page, 0) == expected(answer)
     first = answer["results"][0]["index"]
     moves = page.locator(".result").first.locator(".moves")
@@ -148,21 +141,25 @@ def test_the_page_ranks_as_the_api_does(
         shutil.copyfile(screenshot, README_SCREENSHOT)
 
 
-def test_compare_mode_and_top_n(page: Page, page_sidecar: ServerProcess) -> None:
-    fill_form(page, page_sidecar.url)
+def test_compare_mode_and_top_n(page: Page, embedded_sidecar_process: ServerProcess) -> None:
+    fill_form(page, embedded_sidecar_process.url)
     page.fill("#top-n", "3")
     page.check("#compare")
     page.fill("#instruction-b", INSTRUCTION_B)
     page.click("#rank")
     expect(page.locator(".column")).to_have_count(2)
     expect(page.locator(".column").nth(1).locator(".result")).to_have_count(3)
-    assert rendered(page, 0) == expected(api_ranking(page_sidecar.url))[:3]
-    assert rendered(page, 1) == expected(api_ranking(page_sidecar.url, INSTRUCTION_B))[:3]
+    assert rendered(page, 0) == expected(api_ranking(embedded_sidecar_process.url))[:3]
+    assert (
+        rendered(page, 1) == expected(api_ranking(embedded_sidecar_process.url, INSTRUCTION_B))[:3]
+    )
     expect(page.locator(".column").nth(1).locator(".title")).to_have_text(f"B: {INSTRUCTION_B}")
 
 
-def test_a_bad_request_shows_the_apis_error(page: Page, page_sidecar: ServerProcess) -> None:
-    fill_form(page, page_sidecar.url)
+def test_a_bad_request_shows_the_apis_error(
+    page: Page, embedded_sidecar_process: ServerProcess
+) -> None:
+    fill_form(page, embedded_sidecar_process.url)
     page.fill("#query", "   ")  # the browser's `required` passes it; the API refuses it
     page.click("#rank")
     expect(page.locator("#status")).to_contain_text("422 validation_error: query")

@@ -20,7 +20,7 @@ import pytest
 from demo.catalog import DATA_DIR
 from demo.report import index_catalog
 from tests.cluster.conftest import Cluster, es_integration
-from tests.support.servers import ServerProcess, sidecar_process
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -28,13 +28,6 @@ INDEX = "eval-products"
 FIELDS = "title,description"
 QUERIES = DATA_DIR / "queries.tsv"
 JUDGMENTS = DATA_DIR / "qrels.tsv"
-
-
-@pytest.fixture(scope="module")
-def embedded_sidecar_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("eval") / "sidecar.log"
-    with sidecar_process(log, "--backend", "embedded") as sidecar:
-        yield sidecar
 
 
 @pytest.fixture(scope="module")
