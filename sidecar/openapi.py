@@ -109,7 +109,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     errors = {
         status: _json(ref(ErrorResponse, "serialization"), text) for status, text in _ERRORS.items()
     }
-    security = [{"bearer": []}] if settings.api_token else []
+    security: list[dict[str, list[str]]] = [{"bearer": []}] if settings.api_token else []
 
     def post(summary: str, request: type[BaseModel], answer: type[BaseModel]) -> dict[str, Any]:
         return {
