@@ -99,19 +99,20 @@ def _row(name: str, result: LoadResult, note: str = "") -> str:
 _TABLE = "| setup | req/s | p50 ms | p99 ms | errors | note |\n|---|---:|---:|---:|---:|---|"
 
 # Each variant adds one lever to the one before; the last is the default configuration.
+_NO_CACHES = ("--document-cache-bytes", "0", "--score-cache-bytes", "0")
 LEVERS_OFF = (
     "--event-loop",
     "asyncio",
-    "--document-cache-bytes",
-    "0",
-    "--score-cache-bytes",
+    "--tokenize-inline-max-chars",
     "0",
     "--server-timing",
     "false",
+    *_NO_CACHES,
 )
 P1_VARIANTS: dict[str, tuple[str, ...]] = {
     "levers off": LEVERS_OFF,
-    "+ uvloop": ("--document-cache-bytes", "0", "--score-cache-bytes", "0"),
+    "+ uvloop": ("--tokenize-inline-max-chars", "0", *_NO_CACHES),
+    "+ small requests tokenized inline": _NO_CACHES,
     "+ document token cache": ("--score-cache-bytes", "0"),
     "+ score cache (default)": (),
 }
@@ -212,8 +213,15 @@ def _goal(added_ms: float, goal_ms: float) -> str:
 
 
 def _fresh_bodies(count: int, seed: int) -> list[dict[str, Any]]:
-    """Every document new: a catalog as large as the run."""
-    return catalog_bodies(count, catalog(count * DOCS_PER_REQUEST, seed=seed), seed=seed + 1)
+    """Every document new: request i gets the i-th 50 products of a catalog as large as the run."""
+    products = catalog(count * DOCS_PER_REQUEST, seed=seed)
+    return [
+        {
+            "query": f"query {i}: {_NOUNS[i % len(_NOUNS)]} {_WORDS[i % len(_WORDS)]}",
+            "documents": products[i * DOCS_PER_REQUEST : (i + 1) * DOCS_PER_REQUEST],
+        }
+        for i in range(count)
+    ]
 
 
 async def print_stage_split(url: str, label: str) -> None:

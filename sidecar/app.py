@@ -165,6 +165,7 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
             max_documents=settings.max_documents,
             timeout_s=settings.request_timeout_s,
             fallback_queue_fraction=settings.fallback_queue_fraction,
+            tokenize_inline_max_chars=settings.tokenize_inline_max_chars,
         ),
     )
     log.info(

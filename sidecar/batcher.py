@@ -131,6 +131,7 @@ class Batcher:
             raise BackendUnavailable(f"the batch loop is restarting after: {self.crash_reason}")
         entered = time.monotonic()
         slots = [self._enqueue(pair, deadline) for pair in pairs]
+        self._metrics.queue_pairs.set(len(self._queue))
         self._arrived.set()
         try:
             futures = {slot.future for slot in slots}
@@ -156,7 +157,6 @@ class Batcher:
         slot.waiters += 1
         # A queued pair is wanted until the latest of its requests' deadlines.
         slot.deadline = max(slot.deadline, deadline)
-        self._metrics.queue_pairs.set(len(self._queue))
         return slot
 
     def _release(self, slots: Sequence[_Slot]) -> None:
@@ -169,7 +169,11 @@ class Batcher:
                 self._queued_tokens -= slot.pair.n_tokens
                 slot.future.cancel()
                 self._metrics.dropped_pairs.inc()
-            elif slot.call is not None and not any(s.waiters for s in slot.batch):
+            elif (
+                slot.call is not None
+                and not slot.call.done()
+                and not any(s.waiters for s in slot.batch)
+            ):
                 # Nobody waits for this call any more: free its slot and vLLM's work.
                 slot.call.cancel()
         self._metrics.queue_pairs.set(len(self._queue))

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     document_cache_bytes: int = Field(
         32 * 1024 * 1024, ge=0, description="token ids of recent documents, in bytes; 0 = off"
     )
+    tokenize_inline_max_chars: int = Field(
+        16384,
+        ge=0,
+        description="requests with fewer characters are tokenized on the event loop, larger ones "
+        "in a thread (a thread hop costs more than tokenizing a few documents)",
+    )
     server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="the event loop of `serve`"

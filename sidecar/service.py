@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class ServicePolicy:
     max_documents: int
     timeout_s: float
     fallback_queue_fraction: float
+    # Below this many characters, tokenizing on the loop costs less than handing it to a thread.
+    tokenize_inline_max_chars: int = 0
 
 
 class RerankService:
@@ -195,15 +198,20 @@ class RerankService:
         max_tokens_per_doc: int | None,
         deadline: float,
     ) -> list[ScoredPair]:
+        encode = functools.partial(
+            scorer.encoder.encode,
+            texts.query,
+            documents,
+            instruction=texts.instruction,
+            max_tokens_per_doc=max_tokens_per_doc,
+        )
+        size = len(texts.query) + sum(map(len, documents))
         with timed("tokenize"):
-            # CPU work; the Rust tokenizer releases the GIL, so a thread frees the loop.
-            pairs = await asyncio.to_thread(
-                scorer.encoder.encode,
-                texts.query,
-                documents,
-                instruction=texts.instruction,
-                max_tokens_per_doc=max_tokens_per_doc,
-            )
+            if size <= self._policy.tokenize_inline_max_chars:
+                pairs = encode()
+            else:
+                # The Rust tokenizer releases the GIL, so a thread keeps the loop serving.
+                pairs = await asyncio.to_thread(encode)
         scores = await scorer.batcher.score(pairs, deadline=deadline)
         return [
             ScoredPair(score, pair.n_tokens, pair.truncated)
