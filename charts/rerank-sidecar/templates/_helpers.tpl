@@ -188,6 +188,30 @@ readinessProbe:
   value: {{ int64 $c.maxBodyBytes | quote }}
 - name: RERANK_REQUEST_TIMEOUT_S
   value: {{ $c.requestTimeoutS | quote }}
+- name: RERANK_MAX_CONCURRENT_REQUESTS
+  value: {{ int64 $c.maxConcurrentRequests | quote }}
+- name: RERANK_FALLBACK
+  value: {{ $c.fallback | quote }}
+- name: RERANK_FALLBACK_QUEUE_FRACTION
+  value: {{ $c.fallbackQueueFraction | quote }}
+- name: RERANK_CONNECT_TIMEOUT_S
+  value: {{ $c.connectTimeoutS | quote }}
+- name: RERANK_REPLICA_COOLDOWN_S
+  value: {{ $c.replicaCooldownS | quote }}
+- name: RERANK_VLLM_CONNECTIONS
+  value: {{ int64 $c.vllmConnections | quote }}
+- name: RERANK_HEALTH_CHECK_INTERVAL_S
+  value: {{ $c.healthCheckIntervalS | quote }}
+- name: RERANK_HEALTH_CHECK_TIMEOUT_S
+  value: {{ $c.healthCheckTimeoutS | quote }}
+- name: RERANK_EMBEDDED_BATCH_SIZE
+  value: {{ int64 $c.embeddedBatchSize | quote }}
+- name: RERANK_HEADER_TIMEOUT_S
+  value: {{ $c.headerTimeoutS | quote }}
+- name: RERANK_BODY_TIMEOUT_S
+  value: {{ $c.bodyTimeoutS | quote }}
+- name: RERANK_KEEPALIVE_TIMEOUT_S
+  value: {{ $c.keepaliveTimeoutS | quote }}
 - name: RERANK_DRAIN_DELAY_S
   value: {{ $c.drainDelayS | quote }}
 - name: RERANK_SHUTDOWN_TIMEOUT_S
