@@ -12,6 +12,7 @@ the machine's load.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Iterator, Sequence
@@ -119,14 +120,14 @@ P1_VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 @contextmanager
-def _echo_server(logs: Path) -> Iterator[str]:
+def _echo_server(logs: Path) -> Iterator[ServerProcess]:
     port = free_port()
     with server_process(
         [sys.executable, "-m", "bench.echo_server", str(port)],
         health_url=f"http://127.0.0.1:{port}/healthz",
         log_path=logs / "echo-levers.log",
-    ):
-        yield f"http://127.0.0.1:{port}"
+    ) as process:
+        yield ServerProcess(f"http://127.0.0.1:{port}", process.pid)
 
 
 @dataclass(frozen=True)
@@ -156,15 +157,16 @@ async def bench_p1_levers(model_dir: Path, logs: Path, total: int) -> None:
                     *args,
                 )
             )
-            targets[name] = server.url
+            targets[name] = server
         print(_TABLE)
         for case in cases:
             results = await interleaved(targets, case.bodies, concurrency=1)
             floor = results.pop("echo")
-            print(_row(f"echo, {case.name}, c=1", floor))
+            print(_row(f"echo, {case.name}, c=1", floor.load, _cpu(floor)))
             for name, side in results.items():
-                added = side.p50_ms - floor.p50_ms
-                print(_row(f"sidecar {name}, {case.name}, c=1", side, _goal(added, case.goal_ms)))
+                added = side.load.p50_ms - floor.load.p50_ms
+                note = f"{_goal(added, case.goal_ms)}; {_cpu(side)}"
+                print(_row(f"sidecar {name}, {case.name}, c=1", side.load, note))
         # New documents again, so no score is cached from the runs above.
         first, last = next(iter(P1_VARIANTS)), list(P1_VARIANTS)[-1]
         busy = await interleaved(
@@ -173,38 +175,66 @@ async def bench_p1_levers(model_dir: Path, logs: Path, total: int) -> None:
             concurrency=16,
         )
         for name, side in busy.items():
-            print(_row(f"sidecar {name}, fresh documents, c=16", side))
-        ratio = busy[last].requests_per_s / busy[first].requests_per_s
+            print(_row(f"sidecar {name}, fresh documents, c=16", side.load, _cpu(side)))
+        ratio = busy[last].load.requests_per_s / busy[first].load.requests_per_s
         print(
             f"\nc=16 throughput, default / levers off: {ratio:.2f}x "
             f"(goal ≥ {GOAL_P1_C16_RATIO:.1f}x; the issue's 'today' was 235 req/s)"
         )
-        await print_stage_split(targets[last], "P1 default, null backend")
+        await print_stage_split(targets[last].url, "P1 default, null backend")
 
 
 async def interleaved(
-    targets: dict[str, str], bodies: list[dict[str, Any]], *, concurrency: int, rounds: int = 5
-) -> dict[str, LoadResult]:
+    targets: dict[str, ServerProcess],
+    bodies: list[dict[str, Any]],
+    *,
+    concurrency: int,
+    rounds: int = 5,
+) -> dict[str, Measured]:
     """Each target gets the same bodies, in rounds that alternate between the targets, so a
     change in the machine's load (other processes) weighs on every target alike."""
     share = -(-len(bodies) // rounds)
     parts: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    cpu_s = dict.fromkeys(targets, 0.0)
     for start in range(0, len(bodies), share):
         chunk = bodies[start : start + share]
-        for name, url in targets.items():
+        for name, server in targets.items():
+            before = process_cpu_s(server.pid)
             parts[name].append(
-                await run_load(f"{url}/v1/rerank", chunk, concurrency=concurrency, total=len(chunk))
+                await run_load(
+                    f"{server.url}/v1/rerank", chunk, concurrency=concurrency, total=len(chunk)
+                )
             )
-    return {
-        name: LoadResult(
+            cpu_s[name] += process_cpu_s(server.pid) - before
+    merged = {}
+    for name, results in parts.items():
+        result = LoadResult(
             requests=sum(r.requests for r in results),
             errors=sum(r.errors for r in results),
             seconds=sum(r.seconds for r in results),
             latencies_s=[s for r in results for s in r.latencies_s],
             pairs_per_request=results[0].pairs_per_request,
         )
-        for name, results in parts.items()
-    }
+        # The few warm-up requests of each run are in the CPU time too.
+        merged[name] = Measured(result, 1000 * cpu_s[name] / result.requests)
+    return merged
+
+
+@dataclass(frozen=True)
+class Measured:
+    load: LoadResult
+    server_cpu_ms: float  # the server process's CPU time per request
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(measured: Measured) -> str:
+    return f"server CPU {measured.server_cpu_ms:.2f} ms/req"
 
 
 def _goal(added_ms: float, goal_ms: float) -> str:
