@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     tokenize_inline_max_chars: int = Field(
         16384,
         ge=0,
-        description="requests with fewer characters are tokenized on the event loop, larger ones "
-        "in a thread (a thread hop costs more than tokenizing a few documents)",
+        description="a request with fewer characters, when no other is in progress, is "
+        "tokenized on the event loop (a thread hop costs more than a few documents); "
+        "others in a thread",
     )
     server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
     event_loop: Literal["uvloop", "asyncio"] = Field(

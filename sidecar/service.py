@@ -207,10 +207,11 @@ class RerankService:
         )
         size = len(texts.query) + sum(map(len, documents))
         with timed("tokenize"):
-            if size <= self._policy.tokenize_inline_max_chars:
+            # Inline only for a small request with no other in progress: under load, a thread
+            # lets the Rust tokenizer (which releases the GIL) run beside the loop's own work.
+            if size <= self._policy.tokenize_inline_max_chars and self._admission.requests <= 1:
                 pairs = encode()
             else:
-                # The Rust tokenizer releases the GIL, so a thread keeps the loop serving.
                 pairs = await asyncio.to_thread(encode)
         scores = await scorer.batcher.score(pairs, deadline=deadline)
         return [
