@@ -19,7 +19,7 @@ from es_integration.versions import (
 )
 
 RERANK_PATH = "/v1/rerank"  # Cohere-shaped contract (docs/contracts.md §2)
-QUERY_DSL_PATH = "/v1/rerank/query-dsl"  # sidecar/routes_opensearch.py
+QUERY_DSL_PATH = "/v1/rerank/query-dsl"  # sidecar/routes_query_dsl.py
 SCORE_FIELD = "rerank_sidecar_score"  # written by ml_inference, read and removed by by_field
 CREDENTIAL_KEY = "sidecar_token"
 

@@ -33,7 +33,8 @@ class PayloadTooLarge(SidecarError):
     error_type = "payload_too_large"
 
 
-# ML Commons 2.15-3.7 retries only on this header (CONTRACTS.md §2), so it goes with 429 and 503.
+# ML Commons 2.15-3.7 retries only on this header (docs/contracts.md §2), so it goes with 429
+# and 503.
 THROTTLING_HEADERS = {"x-amzn-ErrorType": "ThrottlingException"}
 
 

@@ -1,4 +1,4 @@
-"""Qwen3-Reranker prompt formatting and token-budget truncation (CONTRACTS.md §6).
+"""Qwen3-Reranker prompt formatting and token-budget truncation (docs/contracts.md §6).
 
 The ids sent to vLLM must equal the tokenization of the exact formatted text. The head (prefix,
 instruction, query, "<Document>:") is tokenized once per request and each document as " " + text:

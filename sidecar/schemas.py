@@ -1,7 +1,7 @@
 """The wire contract: Cohere/Jina-shaped rerank requests and responses, and the query-DSL route's.
 
-Scores are written for ML Commons' JsonPath parser (CONTRACTS.md §2): with a `.` or an exponent and
-at most 18 characters, so the Cohere post-process function can cast them to Double.
+Scores are written for ML Commons' JsonPath parser (docs/contracts.md §2): with a `.` or an
+exponent and at most 18 characters, so the Cohere post-process function can cast them to Double.
 """
 
 from __future__ import annotations

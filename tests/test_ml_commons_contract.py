@@ -1,8 +1,8 @@
 """The sidecar behind an ML Commons connector with the built-in Cohere rerank functions.
 
-No OpenSearch cluster can run here: `tests.support.ml_commons` re-implements the request filling,
-the Cohere pre/post-process functions and the rerank processor's rescoring (CONTRACTS.md §1-§2),
-and these tests replay exactly the bytes a connector would send.
+`tests.support.ml_commons` re-implements the request filling, the Cohere pre/post-process
+functions and the rerank processor's rescoring (docs/contracts.md §1-§2), and these tests replay
+exactly the bytes a connector would send (the real node runs the same path in tests/cluster).
 """
 
 from __future__ import annotations

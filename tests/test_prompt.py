@@ -28,7 +28,7 @@ def tokenizer() -> Tokenizer:
 
 
 def test_format_pair_is_the_readme_text() -> None:
-    # Text from the Qwen3-Embedding README (CONTRACTS.md §6), written out in full on purpose.
+    # Text from the Qwen3-Embedding README (docs/contracts.md §6), written out in full on purpose.
     expected = (
         "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
         'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'

@@ -2,7 +2,7 @@
 
 vLLM runs with `--runner pooling` and the `is_original_qwen3_reranker` overrides, so `/classify` on
 the formatted prompt returns sigmoid(logit_yes - logit_no) = p(yes), the reference score. Sending
-token ids spares vLLM a second tokenization and applies no chat template (CONTRACTS.md §6).
+token ids spares vLLM a second tokenization and applies no chat template (docs/contracts.md §6).
 
 Replicas are checked in the background (model listed, context long enough, a probe text scored),
 so readiness and the choice of replica never wait on a call. A call that never reached vLLM

@@ -33,7 +33,7 @@ POD_MONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
 # A cluster running the Prometheus Operator.
 MONITORING_APIS = (SERVICE_MONITOR_API, POD_MONITOR_API)
 
-# shared/CONTRACTS.md §6: the one-logit classifier head of Qwen3-Reranker in vLLM.
+# docs/contracts.md §6: the one-logit classifier head of Qwen3-Reranker in vLLM.
 QWEN3_HF_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],
     "classifier_from_token": ["no", "yes"],

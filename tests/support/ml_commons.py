@@ -1,8 +1,8 @@
-"""What ML Commons does around a remote rerank call, re-implemented from CONTRACTS.md §1-§2.
+"""What ML Commons does around a remote rerank call, re-implemented from docs/contracts.md §1-§2.
 
 No OpenSearch cluster can run here, so the contract tests use this stand-in, and the cluster
 simulator (`tests/es_integration/mlcommons_sim.py`) builds its `_predict` on the same functions.
-It follows the ml-commons sources CONTRACTS.md §2 names (@950f056), plus `StringUtils`:
+It follows the ml-commons sources docs/contracts.md §2 names (@950f056), plus `StringUtils`:
 - request filling (`ConnectorUtils.escapeRemoteInferenceInputData`, `HttpConnector.createPayload`):
   a parameter that is a JSON object or array (`StringUtils.isJson`) is inserted raw; any other
   string is escaped with commons-text `escapeJson` (`"` `\\` `/` and control characters escaped,
