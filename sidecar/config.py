@@ -19,8 +19,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     vllm_url: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="vLLM base URL(s), comma-separated; dns+http://host:port = every address "
-        "host resolves to is a replica (a headless Service); empty = embedded CPU bi-encoder",
+        description="vLLM base URL(s), comma-separated; empty = embedded CPU bi-encoder",
     )
     backend: Literal["auto", "vllm", "embedded", "null"] = Field(
         "auto",
@@ -66,15 +65,6 @@ class Settings(BaseSettings):
     )
     health_check_timeout_s: float = Field(
         3.0, gt=0, description="a replica that does not pass a health check in this time is down"
-    )
-    vllm_discovery_interval_s: float = Field(
-        10.0, gt=0, description="dns+http:// vLLM URLs are resolved again this often"
-    )
-    vllm_keepalive_s: float = Field(
-        30.0,
-        gt=0,
-        description="a pooled connection to vLLM is not reused after this long, so new vLLM "
-        "pods get traffic",
     )
     embedded_batch_size: int = Field(64, ge=1, description="texts per embedded-model forward")
 
