@@ -143,6 +143,11 @@ def setup_args(cluster: Cluster, sidecar: str, index: str, name: str, *extra: st
     ]  # fmt: skip
 
 
+def ids(result: dict[str, Any]) -> list[str]:
+    """The hit ids of a search answer, in order."""
+    return [hit["_id"] for hit in result["hits"]["hits"]]
+
+
 def changed_ids(report: dict[str, Any], resource: str) -> dict[str, str]:
     return {c["name"]: c["id"] for c in report["changes"] if c["resource"] == resource and c["id"]}
 

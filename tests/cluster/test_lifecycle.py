@@ -20,6 +20,7 @@ from tests.cluster.conftest import (
     changed_ids,
     create_index,
     es_integration,
+    ids,
     post_json,
     qwen_sidecar_args,
     setup_args,
@@ -29,10 +30,6 @@ from tests.support.servers import ServerProcess, sidecar_process
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm]
 
 QUERY = {"multi_match": {"query": "waterproof hiking boots", "fields": FIELDS}}
-
-
-def ids(result: dict[str, Any]) -> list[str]:
-    return [hit["_id"] for hit in result["hits"]["hits"]]
 
 
 def settings_snapshot(cluster: Cluster, index: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import FIELDS, SCORE_FIELD, Attached, Cluster, post_json
+from tests.cluster.conftest import FIELDS, SCORE_FIELD, Attached, Cluster, ids, post_json
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vllm]
 
@@ -44,10 +44,6 @@ TEXT_QUERIES: dict[str, dict[str, Any]] = {
         }
     },
 }
-
-
-def ids(result: dict[str, Any]) -> list[str]:
-    return [hit["_id"] for hit in result["hits"]["hits"]]
 
 
 def assert_no_score_field(result: dict[str, Any]) -> None:
