@@ -30,7 +30,9 @@ class Metrics:
             "rerank_truncated_documents", "Documents cut to fit the token limits", registry=r
         )
         self.deduplicated_pairs = Counter(
-            "rerank_deduplicated_pairs", "Pairs answered by an identical queued pair", registry=r
+            "rerank_deduplicated_pairs",
+            "Pairs answered by an identical pair another request was scoring",
+            registry=r,
         )
         self.dropped_pairs = Counter(
             "rerank_dropped_pairs", "Queued pairs dropped because no request waits", registry=r

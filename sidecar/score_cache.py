@@ -7,6 +7,10 @@ cache in-process only for a while (logged once, counted), never a failed or slow
 Writes to Redis happen after the answer, in the background.
 
 A pair found in either tier is answered from it and never reaches the tokenizer or the batcher.
+A pair missing from both but already being scored for another request (tokenizing, queued, or in a
+backend call) is awaited, not scored again: the batcher's own dedupe starts only once a pair is
+tokenized, and a hot query's copies arrive while the first is still tokenizing. If the request
+scoring it fails or leaves, its waiters score the pair themselves.
 Scores are deterministic for a model and its input, so a cached score is the score the backend
 would give; the TTL bounds how long one outlives a model redeployed under the same name.
 """
@@ -82,6 +86,8 @@ class ScoreCache:
         self._redis_down_until = 0.0
         self._redis_failing = False
         self._writes: set[asyncio.Task[None]] = set()
+        # Pairs being scored for some request, from the cache miss until the put.
+        self._scoring: dict[bytes, asyncio.Future[ScoredPair]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -152,13 +158,64 @@ class ScoreCache:
     ) -> list[ScoredPair]:
         """Each key's cached score; the others from `score_missing(indices)`, then cached."""
         found = await self.get_many(keys)
-        missing = [i for i, value in enumerate(found) if value is None]
-        if missing:
-            fresh = await score_missing(missing)
-            self.put_many([keys[i] for i in missing], fresh)
-            for i, value in zip(missing, fresh, strict=True):
-                found[i] = value
+        owned: dict[bytes, list[int]] = {}
+        awaited: dict[bytes, list[int]] = {}
+        # Taken now: another request's entry leaves `_scoring` once its scores are in.
+        joined: dict[bytes, asyncio.Future[ScoredPair]] = {}
+        for i, key in enumerate(keys):
+            if found[i] is not None:
+                continue
+            if key in owned or key in awaited:
+                (owned if key in owned else awaited)[key].append(i)
+            elif key in self._scoring:
+                awaited[key] = [i]
+                joined[key] = self._scoring[key]
+            else:
+                owned[key] = [i]
+        if joined:
+            self._metrics.deduplicated_pairs.inc(len(joined))
+        own_futures = {key: self._claim(key) for key in owned}
+        try:
+            if owned:
+                fresh = await score_missing([indices[0] for indices in owned.values()])
+                self.put_many(list(owned), fresh)
+                for (key, indices), value in zip(owned.items(), fresh, strict=True):
+                    own_futures[key].set_result(value)
+                    for i in indices:
+                        found[i] = value
+        finally:
+            for key, future in own_futures.items():
+                del self._scoring[key]
+                future.cancel()  # no-op once resolved; otherwise waiters score it themselves
+        if joined:
+            await self._join(joined, awaited, found, score_missing)
         return [value for value in found if value is not None]
+
+    def _claim(self, key: bytes) -> asyncio.Future[ScoredPair]:
+        future: asyncio.Future[ScoredPair] = asyncio.get_running_loop().create_future()
+        self._scoring[key] = future
+        return future
+
+    async def _join(
+        self,
+        futures: dict[bytes, asyncio.Future[ScoredPair]],
+        awaited: dict[bytes, list[int]],
+        found: list[ScoredPair | None],
+        score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
+    ) -> None:
+        """Fill `found` from other requests' scoring; score what they gave up on."""
+        await asyncio.wait(futures.values())
+        orphaned = [key for key, future in futures.items() if future.cancelled()]
+        for key, future in futures.items():
+            if not future.cancelled():
+                for i in awaited[key]:
+                    found[i] = future.result()
+        if orphaned:
+            fresh = await score_missing([awaited[key][0] for key in orphaned])
+            self.put_many(orphaned, fresh)
+            for key, value in zip(orphaned, fresh, strict=True):
+                for i in awaited[key]:
+                    found[i] = value
 
     def _redis_usable(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._redis_down_until

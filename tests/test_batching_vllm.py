@@ -60,7 +60,12 @@ async def test_identical_pairs_from_concurrent_requests_are_scored_once(
     metrics = await read_metrics(http, url)
     assert metrics["rerank_pairs_total"] == 15
     assert metrics["rerank_batch_pairs_sum"] == 3
-    assert metrics["rerank_deduplicated_pairs_total"] == 12
+    # A copy that arrives after the first was scored is a cache hit; one before it, a dedupe.
+    answered_by_others = (
+        metrics["rerank_deduplicated_pairs_total"]
+        + metrics['rerank_score_cache_hits_total{tier="memory"}']
+    )
+    assert answered_by_others == 12
 
 
 async def test_pairs_of_a_client_that_hung_up_are_never_sent(

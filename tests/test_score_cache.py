@@ -127,6 +127,61 @@ async def test_the_byte_bound_evicts_the_least_recent(
     assert metrics["rerank_score_cache_misses_total"] == len(DOCS) + 1
 
 
+class GatedScorer:
+    """`score_missing` for ScoreCache.score that holds its answer until released."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.asked: list[list[int]] = []
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+        self._fail = fail
+
+    async def __call__(self, indices: list[int]) -> list[ScoredPair]:
+        self.asked.append(indices)
+        self.called.set()
+        await self.release.wait()
+        if self._fail:
+            raise TimeoutError("the backend gave up")
+        return [ScoredPair(float(i), 10 + i, False) for i in indices]
+
+
+async def test_a_pair_another_request_is_scoring_is_awaited_not_scored_again() -> None:
+    metrics = Metrics()
+    cache = ScoreCache(metrics=metrics, max_bytes=1 << 20, ttl_s=60)
+    keys = ScoreCache.keys("m", "i", "backpack", None, DOCS[:4])
+    first_scorer, second_scorer = GatedScorer(), GatedScorer()
+    first = asyncio.create_task(cache.score(keys[:3], first_scorer))
+    await first_scorer.called.wait()
+    # Its first two documents are being scored for `first`; the last is new, twice.
+    second = asyncio.create_task(cache.score([keys[1], keys[2], keys[3], keys[3]], second_scorer))
+    await second_scorer.called.wait()
+    assert second_scorer.asked == [[2]]
+    first_scorer.release.set()
+    second_scorer.release.set()
+    assert [pair.score for pair in await first] == [0.0, 1.0, 2.0]
+    assert [pair.score for pair in await second] == [1.0, 2.0, 2.0, 2.0]
+    assert metrics.deduplicated_pairs._value.get() == 2
+
+
+async def test_waiters_score_a_pair_themselves_when_its_request_fails() -> None:
+    cache = ScoreCache(metrics=Metrics(), max_bytes=1 << 20, ttl_s=60)
+    keys = ScoreCache.keys("m", "i", "backpack", None, DOCS[:2])
+    failing, waiting = GatedScorer(fail=True), GatedScorer()
+    first = asyncio.create_task(cache.score(keys, failing))
+    await failing.called.wait()
+    second = asyncio.create_task(cache.score(keys, waiting))
+    waiting.release.set()
+    failing.release.set()
+    with pytest.raises(TimeoutError):
+        await first
+    assert [pair.score for pair in await second] == [0.0, 1.0]
+    assert waiting.asked == [[0, 1]]
+    # Nothing is left marked as being scored: a third request is answered from the cache.
+    third = GatedScorer()
+    assert [pair.score for pair in await cache.score(keys, third)] == [0.0, 1.0]
+    assert third.asked == []
+
+
 def test_lru_expiry_and_byte_bound() -> None:
     evictions: list[None] = []
     lru: BoundedLRU[str, int] = BoundedLRU(100, ttl_s=60, on_evict=lambda: evictions.append(None))
