@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sidecar.backends.discovery import check_url
+
 QWEN3_DEFAULT_INSTRUCTION = (
     "Given a web search query, retrieve relevant passages that answer the query"
 )
@@ -19,7 +21,8 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     vllm_url: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="vLLM base URL(s), comma-separated; empty = embedded CPU bi-encoder",
+        description="vLLM base URL(s), comma-separated; dns+http://name:port is one replica per "
+        "address the name resolves to (a headless Service); empty = embedded CPU bi-encoder",
     )
     backend: Literal["auto", "vllm", "embedded", "null"] = Field(
         "auto",
@@ -65,6 +68,15 @@ class Settings(BaseSettings):
     )
     health_check_timeout_s: float = Field(
         3.0, gt=0, description="a replica that does not pass a health check in this time is down"
+    )
+    vllm_discovery_interval_s: float = Field(
+        10.0, gt=0, description="dns+http:// vLLM names are resolved again this often"
+    )
+    vllm_keepalive_s: float = Field(
+        0.0,
+        ge=0,
+        description="pooled connections to vLLM are replaced after this many seconds, so a "
+        "Service or router in front of vLLM spreads them over new pods; 0 = never",
     )
     embedded_batch_size: int = Field(64, ge=1, description="texts per embedded-model forward")
 
@@ -122,6 +134,14 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [str(url).strip().rstrip("/") for url in value if str(url).strip()]
         return value
+
+    @field_validator("vllm_url")
+    @classmethod
+    def _usable_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if problem := check_url(url):
+                raise ValueError(problem)
+        return urls
 
     @model_validator(mode="after")
     def _largest_request_fits_the_queue(self) -> Settings:

@@ -26,3 +26,26 @@ def test_no_vllm_url_means_the_embedded_model_and_served_name_defaults_to_model(
     assert settings.backend_kind == "embedded"
     assert settings.vllm_model_name == "Qwen/Qwen3-Reranker-4B"
     assert Settings(served_model_name="reranker").vllm_model_name == "reranker"
+
+
+def test_a_dns_name_is_a_vllm_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANK_VLLM_URL", "dns+http://rerank-vllm.search.svc:8000")
+    monkeypatch.setenv("RERANK_VLLM_DISCOVERY_INTERVAL_S", "5")
+    settings = Settings()
+    assert settings.vllm_url == ["dns+http://rerank-vllm.search.svc:8000"]
+    assert settings.vllm_discovery_interval_s == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("vllm:8000", "must start with http://, https://, dns+http:// or dns+https://"),
+        ("ftp://vllm:8000", "must start with"),
+        ("dns+http://vllm:99999", "Port out of range"),
+        ("http://:8000", "has no host"),
+    ],
+)
+def test_a_vllm_url_the_sidecar_cannot_use_is_refused_by_name(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match="vllm_url") as error:
+        Settings(vllm_url=url)
+    assert message in str(error.value)

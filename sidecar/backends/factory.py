@@ -55,6 +55,8 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
             connections=settings.vllm_connections,
             health_check_interval_s=settings.health_check_interval_s,
             health_check_timeout_s=settings.health_check_timeout_s,
+            discovery_interval_s=settings.vllm_discovery_interval_s,
+            keepalive_s=settings.vllm_keepalive_s,
         ),
     )
 

@@ -5,15 +5,18 @@ the formatted prompt returns sigmoid(logit_yes - logit_no) = p(yes), the referen
 token ids spares vLLM a second tokenization and applies no chat template (docs/contracts.md §6).
 
 Replicas are checked in the background (model listed, context long enough, a probe text scored),
-so readiness and the choice of replica never wait on a call. A call that never reached vLLM
-(connection refused, or closed or reset before any response byte) is tried once more, on another
-replica or a fresh connection; a call vLLM accepted is never repeated.
+so readiness and the choice of replica never wait on a call. Replicas come from
+`sidecar.backends.discovery`: a `dns+http://` name is re-resolved every `discovery_interval_s`, one
+replica per address, and a new one is checked at once. Pooled connections are replaced every
+`keepalive_s` when set, so a Service or router in front of vLLM spreads them over new pods.
+
+A call that never reached vLLM (connection refused, or closed or reset before any response byte) is
+tried once more, on another replica or a fresh connection; a call vLLM accepted is never repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -24,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from sidecar.backends.discovery import Discovery, Resolve, resolve_with_system
 from sidecar.errors import BackendUnavailable, DeadlineExceeded
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ class VLLMOptions:
     connections: int
     health_check_interval_s: float
     health_check_timeout_s: float
+    discovery_interval_s: float = 10.0
+    keepalive_s: float = 0.0  # 0: a pooled connection is kept as long as vLLM keeps it
 
 
 @dataclass
@@ -64,44 +70,106 @@ class _NotSent(Exception):
         super().__init__(f"vLLM at {url} is unreachable: {cause or type(cause).__name__}")
 
 
+class PooledSessions:
+    """The pooled connections to vLLM. With `max_age_s`, the pool is replaced once it is that old
+    (kept-alive connections would otherwise stay on the pods that existed when they opened); a
+    replaced pool is closed when its last call ends."""
+
+    def __init__(self, connections: int, max_age_s: float) -> None:
+        self._connections = connections
+        self._max_age_s = max_age_s
+        self._calls: dict[aiohttp.ClientSession, int] = {}
+        self._current = self._new()
+        self._born = time.monotonic()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.replaced = 0
+
+    def _new(self) -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit_per_host=self._connections),
+            json_serialize=_json_dumps,
+        )
+        self._calls[session] = 0
+        return session
+
+    def take(self) -> aiohttp.ClientSession:
+        if self._max_age_s and time.monotonic() - self._born >= self._max_age_s:
+            old, self._current, self._born = self._current, self._new(), time.monotonic()
+            self.replaced += 1
+            if not self._calls[old]:
+                self._close(old)
+        self._calls[self._current] += 1
+        return self._current
+
+    def give_back(self, session: aiohttp.ClientSession) -> None:
+        self._calls[session] -= 1
+        if session is not self._current and not self._calls[session]:
+            self._close(session)
+
+    def _close(self, session: aiohttp.ClientSession) -> None:
+        del self._calls[session]
+        task = asyncio.create_task(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        for session in list(self._calls):
+            await session.close()
+        self._calls.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+
 class VLLMBackend:
     model_kind = "cross-encoder"
 
-    def __init__(self, urls: Sequence[str], options: VLLMOptions) -> None:
+    def __init__(
+        self, urls: Sequence[str], options: VLLMOptions, resolve: Resolve = resolve_with_system
+    ) -> None:
         if not urls:
             raise ValueError("VLLMBackend needs at least one URL")
         self.model_name = options.model_name
         self._options = options
-        self._replicas = [_Replica(url) for url in urls]
+        self._discovery = Discovery(urls, resolve)
+        self._replicas: dict[str, _Replica] = {}
         self._all_down = asyncio.Event()
         self._all_down.set()
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: PooledSessions | None = None
         self._fresh: aiohttp.ClientSession | None = None
-        self._health_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return list(self._replicas)
+
+    @property
+    def pools_replaced(self) -> int:
+        return self._pool.replaced if self._pool is not None else 0
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit_per_host=self._options.connections),
-            json_serialize=_json_dumps,
-        )
+        self._pool = PooledSessions(self._options.connections, self._options.keepalive_s)
         # Retries go on a connection of their own: the pooled one may be what failed.
         self._fresh = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True), json_serialize=_json_dumps
         )
+        await self._discover()
         await self._check_all()
-        self._health_task = asyncio.create_task(self._health_loop(), name="vllm-health")
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="vllm-health"))
+        if self._discovery.dynamic:
+            self._tasks.append(asyncio.create_task(self._discovery_loop(), name="vllm-discovery"))
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-        for session in (self._session, self._fresh):
-            if session is not None:
-                await session.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+        if self._fresh is not None:
+            await self._fresh.close()
 
     def unavailable_reason(self) -> str | None:
-        problems = [f"{r.url}: {r.problem}" for r in self._replicas if r.problem is not None]
+        if not self._replicas:
+            return f"no vLLM replica found at {self._discovery.describe()}"
+        problems = [f"{r.url}: {r.problem}" for r in self._replicas.values() if r.problem]
         return "; ".join(problems) if len(problems) == len(self._replicas) else None
 
     async def wait_unavailable(self) -> None:
@@ -111,22 +179,43 @@ class VLLMBackend:
         if problem != replica.problem:
             log.warning("vLLM at %s: %s", replica.url, problem or "healthy")
         replica.problem = problem
-        if any(r.problem is None for r in self._replicas):
+        self._update_all_down()
+
+    def _update_all_down(self) -> None:
+        if any(r.problem is None for r in self._replicas.values()):
             self._all_down.clear()
         else:
             self._all_down.set()
+
+    async def _discover(self) -> list[_Replica]:
+        """Take the current replica set; returns the replicas that are new."""
+        urls = await self._discovery.refresh()
+        # A replica that left keeps serving the calls it has; it is only no longer chosen.
+        kept = {url: self._replicas[url] for url in urls if url in self._replicas}
+        new = [_Replica(url) for url in urls if url not in kept]
+        self._replicas = {**kept, **{replica.url: replica for replica in new}}
+        self._update_all_down()
+        return new
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.discovery_interval_s)
+            new = await self._discover()
+            await asyncio.gather(*(self._check(replica) for replica in new))
 
     def _replicas_in_order(self) -> list[_Replica]:
         """Healthy before unhealthy, recently failed last, then the least loaded first."""
         now = time.monotonic()
         return sorted(
-            self._replicas,
+            self._replicas.values(),
             key=lambda r: (r.problem is not None, r.failed_until > now, r.inflight),
         )
 
     async def score(self, payloads: Sequence[object], *, deadline: float) -> list[float]:
         body = {"model": self.model_name, "input": list(payloads)}
         order = self._replicas_in_order()
+        if not order:
+            raise BackendUnavailable(self.unavailable_reason() or "no vLLM replica")
         # One retry: on the next replica, or on a fresh connection to the only one.
         attempts = [(order[0], False), (order[1] if len(order) > 1 else order[0], True)]
         error: _NotSent | None = None
@@ -158,11 +247,26 @@ class VLLMBackend:
         deadline: float,
         fresh: bool = False,
     ) -> Any:
-        session = self._fresh if fresh else self._session
-        assert session is not None, "start() the backend first"
+        assert self._pool is not None and self._fresh is not None, "start() the backend first"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before vLLM was called")
+        if fresh:
+            return await self._call_on(self._fresh, method, url, body, remaining)
+        session = self._pool.take()
+        try:
+            return await self._call_on(session, method, url, body, remaining)
+        finally:
+            self._pool.give_back(session)
+
+    async def _call_on(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        remaining: float,
+    ) -> Any:
         timeout = aiohttp.ClientTimeout(
             total=remaining, sock_connect=min(remaining, self._options.connect_timeout_s)
         )
@@ -194,7 +298,7 @@ class VLLMBackend:
             await self._check_all()
 
     async def _check_all(self) -> None:
-        await asyncio.gather(*(self._check(replica) for replica in self._replicas))
+        await asyncio.gather(*(self._check(replica) for replica in self._replicas.values()))
 
     async def _check(self, replica: _Replica) -> None:
         deadline = time.monotonic() + self._options.health_check_timeout_s
