@@ -144,7 +144,15 @@ def vllm_cpu_server(
         command,
         health_url=f"http://127.0.0.1:{port}/health",
         log_path=log_path,
-        env={"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"},
+        env={
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            # The default multiprocess executor's worker spins on its queue for 1 s after every
+            # call; a sidecar's health probe each second keeps it at 100 % of a core, pinned to
+            # core 0, where a second vLLM then starves (it took > 300 s to start in CI). The
+            # in-process executor idles at ~1 %. Scores are the same computation.
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        },
         timeout_s=300,
     ) as process:
         yield ServerProcess(f"http://127.0.0.1:{port}", process.pid)
