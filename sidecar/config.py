@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         15.0, gt=0, description="a request's body must arrive within this time (408 after)"
     )
     keepalive_timeout_s: float = Field(75.0, ge=0, description="idle keep-alive connections")
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="a client connection older than this gets 'Connection: close' on its next "
+        "response, so pooled client connections spread over sidecar pods added since; 0 = never",
+    )
     drain_delay_s: float = Field(
         5.0,
         ge=0,

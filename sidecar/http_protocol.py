@@ -1,10 +1,13 @@
-"""The HTTP connection layer under aiohttp's routing: JSON for the parser's own errors, and a
-deadline for a request's headers.
+"""The HTTP connection layer under aiohttp's routing: JSON for the parser's own errors, a deadline
+for a request's headers, and a maximum connection age.
 
 aiohttp answers a request it cannot parse (bad chunk size, oversized headers, an unsupported
 Content-Encoding) itself, in text/plain, before any middleware runs; and it has no deadline for
 headers that trickle in. `SidecarRunner` serves the application with a request handler that adds
-both.
+both. A client's pool of kept-alive connections (OpenSearch keeps dozens) stays on the pods that
+existed when it opened them; `close_old_connections` answers `Connection: close` once a connection
+is older than `max_connection_age_s`, so the client reconnects through the Service and new pods get
+their share.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
@@ -24,10 +28,16 @@ from aiohttp.web_server import Server
 
 class _JsonErrorsRequestHandler(RequestHandler):
     header_timeout_s = 10.0
+    max_age_s = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._opened_at = self._loop.time()
+
+    @property
+    def too_old(self) -> bool:
+        return self.max_age_s > 0 and self._loop.time() - self._opened_at >= self.max_age_s
 
     def handle_error(
         self,
@@ -73,23 +83,44 @@ class _JsonErrorsRequestHandler(RequestHandler):
         super().connection_lost(exc)
 
 
+@web.middleware
+async def close_old_connections(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    protocol = request.protocol
+    if isinstance(protocol, _JsonErrorsRequestHandler) and protocol.too_old:
+        response.force_close()
+    return response
+
+
 class _Server(Server):
-    def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, header_timeout_s: float, max_connection_age_s: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout_s = header_timeout_s
+        self._max_connection_age_s = max_connection_age_s
 
     def __call__(self) -> RequestHandler:
         handler = _JsonErrorsRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout_s = self._header_timeout_s
+        handler.max_age_s = self._max_connection_age_s
         return handler
 
 
 class SidecarRunner(web.AppRunner):
     """An AppRunner whose connections use `_JsonErrorsRequestHandler`."""
 
-    def __init__(self, app: web.Application, *, header_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        header_timeout_s: float,
+        max_connection_age_s: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout_s = header_timeout_s
+        self._max_connection_age_s = max_connection_age_s
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
@@ -99,5 +130,6 @@ class SidecarRunner(web.AppRunner):
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
             header_timeout_s=self._header_timeout_s,
+            max_connection_age_s=self._max_connection_age_s,
             **server._kwargs,
         )

@@ -27,7 +27,7 @@ from sidecar.app import (
     scoring_pipeline,
 )
 from sidecar.config import Settings
-from sidecar.http_protocol import SidecarRunner
+from sidecar.http_protocol import SidecarRunner, close_old_connections
 from sidecar.metrics import Metrics
 from sidecar.timing import stage_timing
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
+            close_old_connections,
             observe,
             stage_timing(metrics, send_header=settings.server_timing),
             errors_as_json,
@@ -61,6 +62,7 @@ def make_runner(app: web.Application, settings: Settings) -> SidecarRunner:
     return SidecarRunner(
         app,
         header_timeout_s=settings.header_timeout_s,
+        max_connection_age_s=settings.max_connection_age_s,
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=settings.keepalive_timeout_s,

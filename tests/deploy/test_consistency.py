@@ -101,6 +101,7 @@ def test_each_config_value_reaches_its_environment_variable() -> None:
         "headerTimeoutS": 4,
         "bodyTimeoutS": 8,
         "keepaliveTimeoutS": 20,
+        "maxConnectionAgeS": 120,
         "drainDelayS": 3,
         "shutdownTimeoutS": 20,
         "vllmKeepaliveS": 15,

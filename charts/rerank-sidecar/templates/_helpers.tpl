@@ -212,6 +212,8 @@ readinessProbe:
   value: {{ $c.bodyTimeoutS | quote }}
 - name: RERANK_KEEPALIVE_TIMEOUT_S
   value: {{ $c.keepaliveTimeoutS | quote }}
+- name: RERANK_MAX_CONNECTION_AGE_S
+  value: {{ $c.maxConnectionAgeS | quote }}
 - name: RERANK_DRAIN_DELAY_S
   value: {{ $c.drainDelayS | quote }}
 - name: RERANK_SHUTDOWN_TIMEOUT_S
