@@ -6,6 +6,10 @@ the Qwen pre-tokenizer always splits between the ":" and the space, and the spac
 document's first word, so the pieces concatenate to the whole text's ids (a property test checks
 this on random text). The suffix starts with the special token `<|im_end|>`, split off before BPE.
 A document cut at the token limit is cut in the same place as the reference code cuts the pair.
+
+A pair's ids are kept as a 4-byte `array`, not a `list[int]` (~36 bytes a token: a pointer and an
+int object), because a full queue holds max_queue_pairs x max_length of them; the vLLM backend
+writes them out as a JSON list.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class QwenPromptEncoder:
         self._tokenizer = tokenizer
         self._max_length = max_length
         self._documents = DocumentTokenCache(document_cache_bytes)
-        self._suffix_ids = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids
+        self._suffix_ids = array("I", tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids)
 
     def encode(
         self,
@@ -53,7 +57,9 @@ class QwenPromptEncoder:
     ) -> list[PreparedPair]:
         head = format_pair(instruction, query, "").removesuffix(" " + QWEN3_SUFFIX)
         # encode_batch_fast releases the GIL (encode does not: a 5 MB query froze the loop).
-        head_ids = self._tokenizer.encode_batch_fast([head], add_special_tokens=False)[0].ids
+        head_ids = array(
+            "I", self._tokenizer.encode_batch_fast([head], add_special_tokens=False)[0].ids
+        )
         room = self._max_length - len(head_ids) - len(self._suffix_ids)
         if room < 1:
             raise ValidationFailed(
@@ -66,7 +72,7 @@ class QwenPromptEncoder:
             token_ids = head_ids + doc_ids[:limit] + self._suffix_ids
             pairs.append(
                 PreparedPair(
-                    key=hashlib.blake2b(_pack(token_ids), digest_size=16).digest(),
+                    key=hashlib.blake2b(token_ids.tobytes(), digest_size=16).digest(),
                     n_tokens=len(token_ids),
                     payload=token_ids,
                     truncated=len(doc_ids) > limit,
@@ -74,13 +80,9 @@ class QwenPromptEncoder:
             )
         return pairs
 
-    def _tokenize_documents(self, documents: list[str]) -> list[list[int]]:
+    def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
         # The fast variant skips character offsets, which nothing here needs.
         encodings = self._tokenizer.encode_batch_fast(
             [" " + doc for doc in documents], add_special_tokens=False
         )
-        return [encoding.ids for encoding in encodings]
-
-
-def _pack(token_ids: list[int]) -> bytes:
-    return array("I", token_ids).tobytes()
+        return [array("I", encoding.ids) for encoding in encodings]

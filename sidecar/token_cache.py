@@ -28,20 +28,21 @@ class DocumentTokenCache:
         self._lock = threading.Lock()
 
     def ids(
-        self, documents: Sequence[str], tokenize: Callable[[list[str]], list[list[int]]]
-    ) -> list[list[int]]:
-        """Each document's ids: from the cache, or `tokenize` for the ones not in it (one call)."""
+        self, documents: Sequence[str], tokenize: Callable[[list[str]], list[array[int]]]
+    ) -> list[array[int]]:
+        """Each document's ids: from the cache, or `tokenize` for the ones not in it (one call).
+
+        Cached arrays are shared, not copied: callers only read them."""
         if self._cache is None:
             return tokenize(list(documents))
         with self._lock:
-            cached = [self._cache.get(document) for document in documents]
-        found = [None if ids is None else ids.tolist() for ids in cached]
+            found = [self._cache.get(document) for document in documents]
         missing = [i for i, ids in enumerate(found) if ids is None]
         if missing:
             fresh = tokenize([documents[i] for i in missing])
             with self._lock:
                 for i, ids in zip(missing, fresh, strict=True):
                     found[i] = ids
-                    size = _ENTRY_OVERHEAD + len(documents[i]) + 4 * len(ids)
-                    self._cache.put(documents[i], array("I", ids), size)
+                    size = _ENTRY_OVERHEAD + len(documents[i]) + ids.itemsize * len(ids)
+                    self._cache.put(documents[i], ids, size)
         return [ids for ids in found if ids is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sidecar.prompt import (
     QwenPromptEncoder,
     format_pair,
 )
+from sidecar.scoring_types import PreparedPair
 from sidecar.tokenizer import load_tokenizer
 from tests.support.tiny_qwen import qwen_tokenizer_dir
 
@@ -25,6 +27,12 @@ INSTRUCTION = QWEN3_DEFAULT_INSTRUCTION
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
     return Tokenizer.from_file(str(qwen_tokenizer_dir() / "tokenizer.json"))
+
+
+def ids_of(pair: PreparedPair) -> list[int]:
+    # Queued ids take 4 bytes a token, not a Python list's ~36 (a full queue is 33 M tokens).
+    assert isinstance(pair.payload, array) and pair.payload.itemsize == 4
+    return pair.payload.tolist()
 
 
 def test_format_pair_is_the_readme_text() -> None:
@@ -60,7 +68,7 @@ def test_untruncated_ids_equal_tokenizing_the_whole_text(
     whole = tokenizer.encode(
         format_pair(INSTRUCTION, "capital?", document), add_special_tokens=False
     )
-    assert pair.payload == whole.ids
+    assert ids_of(pair) == whole.ids
     assert pair.n_tokens == len(whole.ids)
     assert not pair.truncated
 
@@ -72,8 +80,7 @@ def test_long_document_is_cut_to_max_length_keeping_frame_and_query(tokenizer: T
         "what do pandas eat?", [document], instruction=INSTRUCTION, max_tokens_per_doc=None
     )
     assert pair.truncated and pair.n_tokens == 128
-    ids = pair.payload
-    assert isinstance(ids, list)
+    ids = ids_of(pair)
     suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids
     assert ids[-len(suffix) :] == suffix
     text = tokenizer.decode(ids[: -len(suffix)], skip_special_tokens=False)
@@ -93,7 +100,7 @@ def test_max_tokens_per_doc_cuts_the_document_only(tokenizer: Tokenizer) -> None
     [cut] = encoder.encode("q", [document], instruction=INSTRUCTION, max_tokens_per_doc=3)
     assert cut.truncated and full.n_tokens - cut.n_tokens == 10 - 3
     assert cut.key != full.key
-    decoded = tokenizer.decode(cut.payload, skip_special_tokens=False)  # type: ignore[arg-type]
+    decoded = tokenizer.decode(ids_of(cut), skip_special_tokens=False)
     assert "<Document>: one two three<|im_end|>" in decoded
 
 
@@ -137,7 +144,7 @@ def test_ids_equal_whole_text_tokenization_on_random_text(tokenizer: Tokenizer) 
             whole = tokenizer.encode(
                 format_pair(instruction, query, document), add_special_tokens=False
             ).ids
-            assert pair.payload == whole, (query, instruction, document)
+            assert ids_of(pair) == whole, (query, instruction, document)
 
 
 def test_truncation_and_padding_saved_in_tokenizer_json_are_switched_off(

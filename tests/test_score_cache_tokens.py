@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,24 +47,27 @@ def test_only_documents_not_cached_are_tokenized() -> None:
     cache = DocumentTokenCache(1 << 20)
     calls: list[list[str]] = []
 
-    def tokenize(texts: list[str]) -> list[list[int]]:
+    def tokenize(texts: list[str]) -> list[array[int]]:
         calls.append(texts)
-        return [[len(text)] * len(text) for text in texts]
+        return [array("I", [len(text)] * len(text)) for text in texts]
 
-    assert cache.ids(["ab", "c"], tokenize) == [[2, 2], [1]]
-    assert cache.ids(["c", "dddd", "ab"], tokenize) == [[1], [4, 4, 4, 4], [2, 2]]
+    def ids(texts: list[str]) -> list[list[int]]:
+        return [found.tolist() for found in cache.ids(texts, tokenize)]
+
+    assert ids(["ab", "c"]) == [[2, 2], [1]]
+    assert ids(["c", "dddd", "ab"]) == [[1], [4, 4, 4, 4], [2, 2]]
     assert calls == [["ab", "c"], ["dddd"]]
 
 
 def test_the_byte_bound_holds() -> None:
     cache = DocumentTokenCache(2000)
     texts = [f"document {i} " * 20 for i in range(50)]
-    cache.ids(texts, lambda batch: [list(range(40)) for _ in batch])
+    cache.ids(texts, lambda batch: [array("I", range(40)) for _ in batch])
     calls: list[list[str]] = []
 
-    def tokenize(batch: list[str]) -> list[list[int]]:
+    def tokenize(batch: list[str]) -> list[array[int]]:
         calls.append(batch)
-        return [list(range(40)) for _ in batch]
+        return [array("I", range(40)) for _ in batch]
 
     cache.ids(texts, tokenize)
     # Most of the 50 were evicted and tokenized again; the last few were still there.

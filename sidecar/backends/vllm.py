@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -338,7 +339,14 @@ class VLLMBackend:
 
 
 def _json_dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
+    return orjson.dumps(obj, default=_jsonable).decode()
+
+
+def _jsonable(obj: Any) -> Any:
+    # Queued token ids are 4-byte arrays (sidecar/prompt.py); vLLM takes them as a JSON list.
+    if isinstance(obj, array):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def _scores_from(data: Any, *, expected: int) -> list[float]:
