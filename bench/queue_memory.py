@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from array import array
-from dataclasses import replace
 
 from sidecar.config import QWEN3_DEFAULT_INSTRUCTION
 from sidecar.prompt import QwenPromptEncoder
@@ -76,7 +75,7 @@ def fill_queue(layout: str, pairs: int, tokens: int) -> dict[str, float]:
         for pair in request(min(REQUEST_DOCUMENTS, pairs - len(queue))):
             assert isinstance(pair.payload, array)
             ids = pair.payload if layout == "array" else pair.payload.tolist()
-            queue.append(replace(pair, payload=ids))
+            queue.append(pair._replace(payload=ids))
     seconds = time.monotonic() - started
     grown = settle() - before
     queued_tokens = sum(pair.n_tokens for pair in queue)

@@ -1,7 +1,9 @@
 """Cross-request batching: one queue, futures back to callers, overload decided in one place.
 
 Pairs from concurrent requests share one FIFO queue keyed by their exact model input, so an
-identical pair queued or in flight is scored once for every request that asked for it. A loop cuts
+identical pair queued or in flight is scored once for every request that asked for it. A request
+waits on one future of its own, resolved when its last pair is scored (not one future per pair:
+50 futures and their callbacks per request were most of the batcher's cost). A loop cuts
 the queue into backend calls by a token budget and a pair count, with a bounded number of calls in
 flight; while calls are in flight it waits at most `max_wait_ms` for the next batch to fill. A
 request that leaves (client gone, deadline) takes its pairs out of the queue unless another request
@@ -50,16 +52,37 @@ class BatchPolicy:
     max_inflight_batches: int
 
 
-@dataclass(eq=False)
+class _Waiter:
+    """One request: done when each of its pairs has a score, or failed with the first error."""
+
+    __slots__ = ("done", "remaining")
+
+    def __init__(self, pairs: int) -> None:
+        self.remaining = pairs
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pair_scored(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, error: SidecarError) -> None:
+        if not self.done.done():
+            self.done.set_exception(error)
+            self.done.exception()  # retrieved: no "never retrieved" log if the request left
+
+
+@dataclass(eq=False, slots=True)
 class _Slot:
     pair: PreparedPair
-    future: asyncio.Future[float]
     deadline: float
-    waiters: int = 0
+    # One entry per occurrence of the pair in a waiting request.
+    waiters: list[_Waiter] = field(default_factory=list)
+    score: float = math.nan
     sent_at: float = 0.0  # time.monotonic() when cut into a backend call
     # Once cut into a backend call: the call, and every slot it carries.
     call: asyncio.Task[None] | None = None
-    batch: list[_Slot] = field(default_factory=list)
+    batch: list[_Slot] | None = None
 
 
 @dataclass
@@ -104,13 +127,14 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         self._running = False
+        stopping = BackendUnavailable("the sidecar is shutting down")
+        for slot in list(self._in_flight.values()):
+            for waiter in slot.waiters:
+                waiter.fail(stopping)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._fail_queued(BackendUnavailable("the sidecar is shutting down"))
-        for slot in list(self._in_flight.values()):
-            if not slot.future.done():
-                slot.future.set_exception(BackendUnavailable("the sidecar is shutting down"))
 
     @property
     def running(self) -> bool:
@@ -130,53 +154,59 @@ class Batcher:
         if not self._running:
             raise BackendUnavailable(f"the batch loop is restarting after: {self.crash_reason}")
         entered = time.monotonic()
-        slots = [self._enqueue(pair, deadline) for pair in pairs]
+        waiter = _Waiter(len(pairs))
+        slots = [self._enqueue(pair, deadline, waiter) for pair in pairs]
         self._metrics.queue_pairs.set(len(self._queue))
         self._arrived.set()
         try:
-            futures = {slot.future for slot in slots}
-            _, pending = await asyncio.wait(futures, timeout=deadline - time.monotonic())
-            if pending:
-                raise DeadlineExceeded("the backend did not score the documents in time")
-            return [slot.future.result() for slot in slots]
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await waiter.done
+            except TimeoutError:
+                raise DeadlineExceeded("the backend did not score the documents in time") from None
+            return [slot.score for slot in slots]
         finally:
-            self._release(slots)
+            self._release(slots, waiter)
             _record_stages(slots, entered)
 
-    def _enqueue(self, pair: PreparedPair, deadline: float) -> _Slot:
+    def _enqueue(self, pair: PreparedPair, deadline: float, waiter: _Waiter) -> _Slot:
         slot = self._queue.get(pair.key) or self._in_flight.get(pair.key)
         if slot is None:
-            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            # Consumed here so a result nobody waits for any more is not reported as lost.
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            slot = _Slot(pair, future, deadline)
+            slot = _Slot(pair, deadline)
             self._queue[pair.key] = slot
             self._queued_tokens += pair.n_tokens
         else:
             self._metrics.deduplicated_pairs.inc()
-        slot.waiters += 1
+        slot.waiters.append(waiter)
         # A queued pair is wanted until the latest of its requests' deadlines.
         slot.deadline = max(slot.deadline, deadline)
         return slot
 
-    def _release(self, slots: Sequence[_Slot]) -> None:
+    def _release(self, slots: Sequence[_Slot], waiter: _Waiter) -> None:
         for slot in slots:
-            slot.waiters -= 1
-            if slot.waiters > 0:
+            slot.waiters.remove(waiter)
+            if slot.waiters:
                 continue
             if slot.call is None and slot.pair.key in self._queue:
                 del self._queue[slot.pair.key]
                 self._queued_tokens -= slot.pair.n_tokens
-                slot.future.cancel()
                 self._metrics.dropped_pairs.inc()
             elif (
                 slot.call is not None
                 and not slot.call.done()
+                and slot.batch is not None
                 and not any(s.waiters for s in slot.batch)
             ):
-                # Nobody waits for this call any more: free its slot and vLLM's work.
+                # Nobody waits for this call any more: free its slot and vLLM's work. Its pairs
+                # leave `_in_flight` now, so no new request joins a call that will not answer.
                 slot.call.cancel()
+                for sent in slot.batch:
+                    self._forget_in_flight(sent)
         self._metrics.queue_pairs.set(len(self._queue))
+
+    def _forget_in_flight(self, slot: _Slot) -> None:
+        if self._in_flight.get(slot.pair.key) is slot:
+            del self._in_flight[slot.pair.key]
 
     async def _supervise(self) -> None:
         delay = RESTART_DELAY_S
@@ -198,8 +228,8 @@ class Batcher:
 
     def _fail_queued(self, error: SidecarError) -> None:
         for slot in self._queue.values():
-            if not slot.future.done():
-                slot.future.set_exception(error)
+            for waiter in slot.waiters:
+                waiter.fail(error)
         self._queue.clear()
         self._queued_tokens = 0
         self._metrics.queue_pairs.set(0)
@@ -252,7 +282,6 @@ class Batcher:
             del self._queue[slot.pair.key]
             self._queued_tokens -= slot.pair.n_tokens
             if slot.deadline <= now:  # its requests are answering 503 right now
-                slot.future.cancel()
                 self._metrics.dropped_pairs.inc()
                 continue
             self._in_flight[slot.pair.key] = slot
@@ -287,18 +316,24 @@ class Batcher:
             self._throughput.observe(len(batch), elapsed)
             self._metrics.backend_seconds.observe(elapsed)
             for slot, score in zip(batch, scores, strict=True):
-                if not slot.future.done():
-                    slot.future.set_result(score)
+                # Out of `_in_flight` first: a request arriving from now on queues the pair anew
+                # (or finds it in the score cache) instead of joining a finished slot.
+                self._forget_in_flight(slot)
+                slot.score = score
+                for waiter in slot.waiters:
+                    waiter.pair_scored()
 
     def _call_done(self, batch: list[_Slot], task: asyncio.Task[None]) -> None:
         # A done callback, not `finally`: a call cancelled before it started runs no finally.
         self._tasks.discard(task)
         if task.cancelled():
             self._metrics.cancelled_calls.inc()
+        cancelled = BackendUnavailable("the backend call was cancelled")
         for slot in batch:
-            self._in_flight.pop(slot.pair.key, None)
-            if not slot.future.done():
-                slot.future.cancel()
+            self._forget_in_flight(slot)
+            if task.cancelled() and math.isnan(slot.score):
+                for waiter in slot.waiters:
+                    waiter.fail(cancelled)
         self._metrics.backend_calls.inc()
         self._metrics.inflight_batches.dec()
         self._slots_free.release()
@@ -306,8 +341,9 @@ class Batcher:
     def _fail(self, batch: list[_Slot], error: SidecarError) -> None:
         self._metrics.backend_errors.labels(error.error_type).inc()
         for slot in batch:
-            if not slot.future.done():
-                slot.future.set_exception(error)
+            self._forget_in_flight(slot)
+            for waiter in slot.waiters:
+                waiter.fail(error)
 
 
 def _record_stages(slots: Sequence[_Slot], entered: float) -> None:

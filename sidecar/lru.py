@@ -33,6 +33,10 @@ class BoundedLRU(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: K) -> bool:
+        """Present, expired or not; neither refreshes nor evicts."""
+        return key in self._entries
+
     def get(self, key: K, now: float = 0.0) -> V | None:
         """The value, or None if absent or expired at `now` (time.monotonic())."""
         entry = self._entries.get(key)

@@ -80,6 +80,9 @@ class QwenPromptEncoder:
             )
         return pairs
 
+    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
+        return len(query) + self._documents.missing_chars(documents)
+
     def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
         # The fast variant skips character offsets, which nothing here needs.
         encodings = self._tokenizer.encode_batch_fast(

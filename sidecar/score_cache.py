@@ -51,6 +51,16 @@ class ScoredPair(NamedTuple):
     truncated: bool
 
 
+class _Scoring:
+    """The pairs one request is scoring: done when it has their scores, or gave up."""
+
+    __slots__ = ("done", "values")
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.values: dict[bytes, ScoredPair] = {}
+
+
 class ScoreCache:
     def __init__(
         self,
@@ -87,7 +97,7 @@ class ScoreCache:
         self._redis_failing = False
         self._writes: set[asyncio.Task[None]] = set()
         # Pairs being scored for some request, from the cache miss until the put.
-        self._scoring: dict[bytes, asyncio.Future[ScoredPair]] = {}
+        self._scoring: dict[bytes, _Scoring] = {}
 
     @property
     def enabled(self) -> bool:
@@ -161,7 +171,7 @@ class ScoreCache:
         owned: dict[bytes, list[int]] = {}
         awaited: dict[bytes, list[int]] = {}
         # Taken now: another request's entry leaves `_scoring` once its scores are in.
-        joined: dict[bytes, asyncio.Future[ScoredPair]] = {}
+        joined: dict[bytes, _Scoring] = {}
         for i, key in enumerate(keys):
             if found[i] is not None:
                 continue
@@ -174,42 +184,41 @@ class ScoreCache:
                 owned[key] = [i]
         if joined:
             self._metrics.deduplicated_pairs.inc(len(joined))
-        own_futures = {key: self._claim(key) for key in owned}
-        try:
-            if owned:
+        if owned:
+            # One entry for all of this request's pairs: a future per pair cost more than a miss.
+            mine = _Scoring()
+            for key in owned:
+                self._scoring[key] = mine
+            try:
                 fresh = await score_missing([indices[0] for indices in owned.values()])
                 self.put_many(list(owned), fresh)
                 for (key, indices), value in zip(owned.items(), fresh, strict=True):
-                    own_futures[key].set_result(value)
+                    mine.values[key] = value
                     for i in indices:
                         found[i] = value
-        finally:
-            for key, future in own_futures.items():
-                del self._scoring[key]
-                future.cancel()  # no-op once resolved; otherwise waiters score it themselves
+            finally:
+                for key in owned:
+                    del self._scoring[key]
+                # Waiters read `values`; a key missing there (this request failed) they score.
+                mine.done.set_result(None)
         if joined:
             await self._join(joined, awaited, found, score_missing)
         return [value for value in found if value is not None]
 
-    def _claim(self, key: bytes) -> asyncio.Future[ScoredPair]:
-        future: asyncio.Future[ScoredPair] = asyncio.get_running_loop().create_future()
-        self._scoring[key] = future
-        return future
-
     async def _join(
         self,
-        futures: dict[bytes, asyncio.Future[ScoredPair]],
+        joined: dict[bytes, _Scoring],
         awaited: dict[bytes, list[int]],
         found: list[ScoredPair | None],
         score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
     ) -> None:
         """Fill `found` from other requests' scoring; score what they gave up on."""
-        await asyncio.wait(futures.values())
-        orphaned = [key for key, future in futures.items() if future.cancelled()]
-        for key, future in futures.items():
-            if not future.cancelled():
+        await asyncio.wait({scoring.done for scoring in joined.values()})
+        orphaned = [key for key, scoring in joined.items() if key not in scoring.values]
+        for key, scoring in joined.items():
+            if key in scoring.values:
                 for i in awaited[key]:
-                    found[i] = future.result()
+                    found[i] = scoring.values[key]
         if orphaned:
             fresh = await score_missing([awaited[key][0] for key in orphaned])
             self.put_many(orphaned, fresh)

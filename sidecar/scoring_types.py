@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedPair:
+class PreparedPair(NamedTuple):
     """One (instruction, query, document) pair, encoded for its backend.
 
     `key` identifies the exact model input, so identical pairs queued together are scored once.
+    A NamedTuple: ~50 are built per request, and a frozen dataclass costs several times as much.
     """
 
     key: bytes
@@ -46,6 +46,10 @@ class PairEncoder(Protocol):
         instruction: str,
         max_tokens_per_doc: int | None,
     ) -> list[PreparedPair]: ...
+
+    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
+        """How many characters `encode` would tokenize (documents it has cached cost none)."""
+        ...
 
 
 class Backend(Protocol):

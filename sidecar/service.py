@@ -205,7 +205,7 @@ class RerankService:
             instruction=texts.instruction,
             max_tokens_per_doc=max_tokens_per_doc,
         )
-        size = len(texts.query) + sum(map(len, documents))
+        size = scorer.encoder.chars_to_tokenize(texts.query, documents)
         with timed("tokenize"):
             # Inline only for a small request with no other in progress: under load, a thread
             # lets the Rust tokenizer (which releases the GIL) run beside the loop's own work.

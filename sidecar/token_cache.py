@@ -27,6 +27,13 @@ class DocumentTokenCache:
         # Encoders run in worker threads.
         self._lock = threading.Lock()
 
+    def missing_chars(self, documents: Sequence[str]) -> int:
+        """Characters of the documents not cached (what `ids` would tokenize)."""
+        if self._cache is None:
+            return sum(map(len, documents))
+        with self._lock:
+            return sum(len(document) for document in documents if document not in self._cache)
+
     def ids(
         self, documents: Sequence[str], tokenize: Callable[[list[str]], list[array[int]]]
     ) -> list[array[int]]:

@@ -68,6 +68,9 @@ class MiniLMPairEncoder:
             )
         return pairs
 
+    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
+        return len(query) + sum(map(len, documents))
+
 
 class MiniLMBackend:
     model_kind = "bi-encoder"
