@@ -52,6 +52,23 @@ class Admission:
             self.requests -= 1
             self._metrics.requests_in_progress.set(self.requests)
 
+    @contextmanager
+    def admit_more(self, pairs: int) -> Iterator[None]:
+        """More pairs for a request already admitted (a long document's extra windows)."""
+        if pairs <= 0:
+            yield
+            return
+        if self.would_exceed(1.0, pairs):
+            self._refuse(
+                f"queue full: {self.pairs} pairs queued or in flight, {pairs} more windows of "
+                f"long documents asked, limit {self._max_pairs}"
+            )
+        self.pairs += pairs
+        try:
+            yield
+        finally:
+            self.pairs -= pairs
+
     def _refuse(self, message: str) -> None:
         self._metrics.rejected_requests.inc()
         raise Overloaded(message, retry_after_s=self._retry_after_s(self.pairs))

@@ -166,6 +166,10 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
             timeout_s=settings.request_timeout_s,
             fallback_queue_fraction=settings.fallback_queue_fraction,
             tokenize_inline_max_chars=settings.tokenize_inline_max_chars,
+            default_windows=(
+                settings.max_windows_per_document if settings.long_documents == "chunk" else 1
+            ),
+            max_windows=settings.max_windows_per_document,
         ),
     )
     log.info(

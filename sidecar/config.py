@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     )
     max_length: int = Field(8192, ge=64, description="max tokens of one formatted pair")
     instruction: str = Field(QWEN3_DEFAULT_INSTRUCTION, min_length=1)
+    long_documents: Literal["truncate", "chunk"] = Field(
+        "truncate",
+        description="a document longer than the room left by the query: truncate = cut it; "
+        "chunk = score overlapping windows of it and keep the best (up to "
+        "--max-windows-per-document)",
+    )
+    max_windows_per_document: int = Field(
+        8,
+        ge=1,
+        description="windows of one long document at most (chunk mode, or a request's "
+        "max_chunks_per_doc); each is a pair in the queue; the rest is cut",
+    )
+    window_overlap_tokens: int = Field(
+        64, ge=0, description="tokens shared by consecutive windows of a long document"
+    )
 
     max_batch_tokens: int = Field(16384, ge=1, description="token budget of one backend call")
     max_batch_pairs: int = Field(64, ge=1, description="pairs in one backend call")

@@ -7,6 +7,11 @@ document's first word, so the pieces concatenate to the whole text's ids (a prop
 this on random text). The suffix starts with the special token `<|im_end|>`, split off before BPE.
 A document cut at the token limit is cut in the same place as the reference code cuts the pair.
 
+With `max_windows` > 1 a document longer than the room left by the query is not cut but split into
+windows of that many tokens overlapping by `window_overlap` tokens, each framed as a pair of its
+own (the service keeps the best window's score); a document that needs more windows than
+`max_windows` is cut after the last one and counted as truncated.
+
 A pair's ids are kept as a 4-byte `array`, not a `list[int]` (~36 bytes a token: a pointer and an
 int object), because a full queue holds max_queue_pairs x max_length of them; the vLLM backend
 writes them out as a JSON list.
@@ -40,10 +45,16 @@ def format_pair(instruction: str, query: str, document: str) -> str:
 
 class QwenPromptEncoder:
     def __init__(
-        self, tokenizer: Tokenizer, *, max_length: int, document_cache_bytes: int = 0
+        self,
+        tokenizer: Tokenizer,
+        *,
+        max_length: int,
+        document_cache_bytes: int = 0,
+        window_overlap: int = 0,
     ) -> None:
         self._tokenizer = tokenizer
         self._max_length = max_length
+        self._window_overlap = window_overlap
         self._documents = DocumentTokenCache(document_cache_bytes)
         self._suffix_ids = array("I", tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids)
 
@@ -54,6 +65,7 @@ class QwenPromptEncoder:
         *,
         instruction: str,
         max_tokens_per_doc: int | None,
+        max_windows: int = 1,
     ) -> list[PreparedPair]:
         head = format_pair(instruction, query, "").removesuffix(" " + QWEN3_SUFFIX)
         # encode_batch_fast releases the GIL (encode does not: a 5 MB query froze the loop).
@@ -67,17 +79,24 @@ class QwenPromptEncoder:
                 f"tokens, leaving no room for a document within max_length {self._max_length}"
             )
         limit = min(room, max_tokens_per_doc or room)
+        # Never a stride of 0: an overlap as large as the window would repeat it forever.
+        stride = max(1, limit - self._window_overlap)
         pairs = []
-        for doc_ids in self._documents.ids(documents, self._tokenize_documents):
-            token_ids = head_ids + doc_ids[:limit] + self._suffix_ids
-            pairs.append(
-                PreparedPair(
-                    key=hashlib.blake2b(token_ids.tobytes(), digest_size=16).digest(),
-                    n_tokens=len(token_ids),
-                    payload=token_ids,
-                    truncated=len(doc_ids) > limit,
+        all_ids = self._documents.ids(documents, self._tokenize_documents)
+        for document, doc_ids in enumerate(all_ids):
+            starts = range(0, max(1, len(doc_ids) - self._window_overlap), stride)
+            kept = starts[:max_windows]
+            for start in kept:
+                token_ids = head_ids + doc_ids[start : start + limit] + self._suffix_ids
+                pairs.append(
+                    PreparedPair(
+                        key=hashlib.blake2b(token_ids.tobytes(), digest_size=16).digest(),
+                        n_tokens=len(token_ids),
+                        payload=token_ids,
+                        truncated=kept[-1] + limit < len(doc_ids),
+                        document=document,
+                    )
                 )
-            )
         return pairs
 
     def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:

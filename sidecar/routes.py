@@ -26,6 +26,7 @@ async def rerank(request: web.Request) -> web.Response:
         documents,
         instruction=body.instruction,
         max_tokens_per_doc=body.max_tokens_per_doc,
+        max_windows=body.max_chunks_per_doc,
     )
     return json_response(
         rerank_response(

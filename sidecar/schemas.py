@@ -26,7 +26,7 @@ class TextDocument(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    # Cohere and Jina clients send fields we do not use (rank_fields, max_chunks_per_doc, ...).
+    # Cohere and Jina clients send fields we do not use (rank_fields, ...).
     model_config = ConfigDict(extra="ignore")
 
     query: str = Field(min_length=1)
@@ -35,6 +35,8 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=0, description="0 or absent = every document")
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(None, ge=1)
+    # Cohere's name: split a long document into up to this many windows, keep the best score.
+    max_chunks_per_doc: int | None = Field(None, ge=1)
     instruction: str | None = Field(None, min_length=1)
 
     @field_validator("query")

@@ -111,11 +111,11 @@ class ScoreCache:
 
     @staticmethod
     def keys(
-        model: str, instruction: str, query: str, limit: int | None, documents: Sequence[str]
+        model: str, instruction: str, query: str, limits: str, documents: Sequence[str]
     ) -> list[bytes]:
         """One 16-byte key per document; the request's part is hashed once."""
         head = hashlib.blake2b(digest_size=16)
-        for part in (model, instruction, query, str(limit)):
+        for part in (model, instruction, query, limits):
             encoded = part.encode()
             head.update(len(encoded).to_bytes(8, "little") + encoded)
         keys = []

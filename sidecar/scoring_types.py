@@ -22,6 +22,8 @@ class PreparedPair(NamedTuple):
     n_tokens: int
     payload: object
     truncated: bool = False
+    # The request's document this pair scores (one of its windows, for a split document).
+    document: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PairEncoder(Protocol):
         *,
         instruction: str,
         max_tokens_per_doc: int | None,
+        max_windows: int = 1,
     ) -> list[PreparedPair]: ...
 
     def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:

@@ -46,6 +46,10 @@ class ServicePolicy:
     fallback_queue_fraction: float
     # Below this many characters, tokenizing on the loop costs less than handing it to a thread.
     tokenize_inline_max_chars: int = 0
+    # Windows a long document is split into when a request does not say (1: cut it), and the
+    # most a request may ask for.
+    default_windows: int = 1
+    max_windows: int = 1
 
 
 class RerankService:
@@ -90,9 +94,14 @@ class RerankService:
         *,
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
+        max_windows: int | None = None,
     ) -> list[float]:
         result = await self.score_detailed(
-            query, documents, instruction=instruction, max_tokens_per_doc=max_tokens_per_doc
+            query,
+            documents,
+            instruction=instruction,
+            max_tokens_per_doc=max_tokens_per_doc,
+            max_windows=max_windows,
         )
         return result.scores
 
@@ -103,6 +112,7 @@ class RerankService:
         *,
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
+        max_windows: int | None = None,
     ) -> ScoreResult:
         deadline = time.monotonic() + self._policy.timeout_s
         if not documents:
@@ -111,16 +121,20 @@ class RerankService:
             raise PayloadTooLarge(
                 f"documents: {len(documents)} documents, the limit is {self._policy.max_documents}"
             )
-        texts = _Texts(query, documents, instruction or self._policy.default_instruction)
+        windows = min(max_windows or self._policy.default_windows, self._policy.max_windows)
+        texts = _Texts(
+            query,
+            documents,
+            instruction or self._policy.default_instruction,
+            _Limits(max_tokens_per_doc, windows),
+        )
         with self._admission.admit(len(documents)):
             record_since_start("admission")
             if self._fallback is None:
-                return await self._run(self._primary, texts, max_tokens_per_doc, deadline)
+                return await self._run(self._primary, texts, deadline)
             if reason := self._degrade_reason():
-                return await self._degraded(reason, texts, max_tokens_per_doc, deadline)
-            primary = asyncio.create_task(
-                self._run(self._primary, texts, max_tokens_per_doc, deadline)
-            )
+                return await self._degraded(reason, texts, deadline)
+            primary = asyncio.create_task(self._run(self._primary, texts, deadline))
             went_down = asyncio.create_task(self._primary.backend.wait_unavailable())
             try:
                 await asyncio.wait({primary, went_down}, return_when=asyncio.FIRST_COMPLETED)
@@ -131,13 +145,11 @@ class RerankService:
                     with contextlib.suppress(asyncio.CancelledError, SidecarError):
                         await primary
             if primary.cancelled():
-                return await self._degraded(
-                    "backend_unavailable", texts, max_tokens_per_doc, deadline
-                )
+                return await self._degraded("backend_unavailable", texts, deadline)
             try:
                 return primary.result()
             except BackendUnavailable:
-                return await self._degraded("backend_failed", texts, max_tokens_per_doc, deadline)
+                return await self._degraded("backend_failed", texts, deadline)
 
     def _degrade_reason(self) -> str | None:
         if self._primary.unavailable_reason() is not None:
@@ -146,12 +158,10 @@ class RerankService:
             return "overloaded"
         return None
 
-    async def _degraded(
-        self, reason: str, texts: _Texts, max_tokens_per_doc: int | None, deadline: float
-    ) -> ScoreResult:
+    async def _degraded(self, reason: str, texts: _Texts, deadline: float) -> ScoreResult:
         assert self._fallback is not None
         self._metrics.degraded_requests.labels(reason).inc()
-        result = await self._run(self._fallback, texts, max_tokens_per_doc, deadline)
+        result = await self._run(self._fallback, texts, deadline)
         return ScoreResult(
             scores=result.scores,
             input_tokens=result.input_tokens,
@@ -161,12 +171,10 @@ class RerankService:
             degraded=reason,
         )
 
-    async def _run(
-        self, scorer: Scorer, texts: _Texts, max_tokens_per_doc: int | None, deadline: float
-    ) -> ScoreResult:
+    async def _run(self, scorer: Scorer, texts: _Texts, deadline: float) -> ScoreResult:
         def score_documents(indices: list[int]) -> Awaitable[list[ScoredPair]]:
             documents = [texts.documents[i] for i in indices]
-            return self._score_pairs(scorer, texts, documents, max_tokens_per_doc, deadline)
+            return self._score_pairs(scorer, texts, documents, deadline)
 
         self._metrics.pairs.inc(len(texts.documents))
         if self._score_cache is None:
@@ -176,7 +184,7 @@ class RerankService:
                 scorer.backend.model_name,
                 texts.instruction,
                 texts.query,
-                max_tokens_per_doc,
+                texts.limits.cache_part,
                 texts.documents,
             )
             scored = await self._score_cache.score(keys, score_documents)
@@ -195,7 +203,6 @@ class RerankService:
         scorer: Scorer,
         texts: _Texts,
         documents: Sequence[str],
-        max_tokens_per_doc: int | None,
         deadline: float,
     ) -> list[ScoredPair]:
         encode = functools.partial(
@@ -203,7 +210,8 @@ class RerankService:
             texts.query,
             documents,
             instruction=texts.instruction,
-            max_tokens_per_doc=max_tokens_per_doc,
+            max_tokens_per_doc=texts.limits.max_tokens_per_doc,
+            max_windows=texts.limits.windows,
         )
         size = scorer.encoder.chars_to_tokenize(texts.query, documents)
         with timed("tokenize"):
@@ -213,11 +221,30 @@ class RerankService:
                 pairs = encode()
             else:
                 pairs = await asyncio.to_thread(encode)
-        scores = await scorer.batcher.score(pairs, deadline=deadline)
-        return [
-            ScoredPair(score, pair.n_tokens, pair.truncated)
-            for score, pair in zip(scores, pairs, strict=True)
-        ]
+        # Windows beyond one per document take room in the queue like any pair.
+        with self._admission.admit_more(len(pairs) - len(documents)):
+            scores = await scorer.batcher.score(pairs, deadline=deadline)
+        scored: list[ScoredPair | None] = [None] * len(documents)
+        for pair, score in zip(pairs, scores, strict=True):
+            best = scored[pair.document]
+            if best is None:
+                scored[pair.document] = ScoredPair(score, pair.n_tokens, pair.truncated)
+            else:  # another window of the same document: keep the best, bill every one
+                scored[pair.document] = ScoredPair(
+                    max(best.score, score), best.n_tokens + pair.n_tokens, best.truncated
+                )
+        return [pair for pair in scored if pair is not None]
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_tokens_per_doc: int | None
+    windows: int
+
+    @property
+    def cache_part(self) -> str:
+        """What of the limits changes a score: part of the score-cache key."""
+        return f"{self.max_tokens_per_doc}/{self.windows}"
 
 
 @dataclass(frozen=True)
@@ -225,3 +252,4 @@ class _Texts:
     query: str
     documents: Sequence[str]
     instruction: str
+    limits: _Limits

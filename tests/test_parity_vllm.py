@@ -90,3 +90,41 @@ async def test_truncated_long_document_matches_the_reference_truncation(
     assert scores[0] == pytest.approx(expected, abs=1e-4)
     # The untruncated score is different, so the cut is really what is being compared.
     assert abs(reference.score(QWEN3_DEFAULT_INSTRUCTION, QUERY, long_doc) - expected) > 1e-3
+
+
+async def test_a_chunked_long_document_scores_the_reference_max_over_its_windows(
+    start_sidecar: SidecarFactory,
+    vllm_settings: Settings,
+    reference: ReferenceReranker,
+    http: aiohttp.ClientSession,
+) -> None:
+    max_length, overlap = 200, 16
+    url = await start_sidecar(
+        vllm_settings,
+        max_length=max_length,
+        long_documents="chunk",
+        max_windows_per_document=16,
+        window_overlap_tokens=overlap,
+    )
+    # The answer sits at the end, where truncation would cut it off.
+    long_doc = "Shanghai is a large port city on the coast. " * 40 + DOCUMENTS[0]
+    body = {"query": QUERY, "documents": [long_doc, DOCUMENTS[1]]}
+    async with http.post(f"{url}/v1/rerank", json=body) as response:
+        assert response.status == 200, await response.text()
+        data = await response.json()
+    scores = {r["index"]: r["relevance_score"] for r in data["results"]}
+    window = max_length - reference.frame_length(QWEN3_DEFAULT_INSTRUCTION, QUERY)
+    windows = reference.window_ids(
+        QWEN3_DEFAULT_INSTRUCTION, QUERY, long_doc, window=window, overlap=overlap
+    )
+    assert 2 < len(windows) <= 16
+    window_scores = [reference.score_ids(ids) for ids in windows]
+    assert scores[0] == pytest.approx(max(window_scores), abs=1e-4)
+    assert scores[1] == pytest.approx(
+        reference.score(QWEN3_DEFAULT_INSTRUCTION, QUERY, DOCUMENTS[1]), abs=1e-4
+    )
+    # Every window was scored and billed; none of the document was cut.
+    assert data["meta"]["truncated_documents"] == 0
+    billed = data["meta"]["billed_units"]["input_tokens"]
+    single = len(reference.input_ids(QWEN3_DEFAULT_INSTRUCTION, QUERY, DOCUMENTS[1], max_length))
+    assert billed == sum(map(len, windows)) + single

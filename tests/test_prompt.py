@@ -160,3 +160,48 @@ def test_truncation_and_padding_saved_in_tokenizer_json_are_switched_off(
     assert len(expected) > 16
     assert loaded.encode(long_text, add_special_tokens=False).ids == expected
     assert len(loaded.encode("word", add_special_tokens=False).ids) == 1
+
+
+def test_a_long_document_is_split_into_overlapping_windows_each_framed_alone(
+    tokenizer: Tokenizer,
+) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=128, window_overlap=8)
+    document = "pandas eat bamboo all day long. " * 40
+    pairs = encoder.encode(
+        "what do pandas eat?",
+        [document, "short"],
+        instruction=INSTRUCTION,
+        max_tokens_per_doc=None,
+        max_windows=50,
+    )
+    windows = [pair for pair in pairs if pair.document == 0]
+    assert len(windows) > 2 and [pair.document for pair in pairs[len(windows) :]] == [1]
+    assert not any(pair.truncated for pair in pairs)
+    [short] = encoder.encode(
+        "what do pandas eat?", ["x"], instruction=INSTRUCTION, max_tokens_per_doc=None
+    )
+    suffix = tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids
+    head = ids_of(short)[: -len(suffix) - 1]  # the frame before the document's one token
+    body = tokenizer.encode(" " + document, add_special_tokens=False).ids
+    stride = 128 - len(head) - len(suffix) - 8
+    for number, window in enumerate(windows):
+        ids = ids_of(window)
+        assert len(ids) <= 128 and ids[: len(head)] == head and ids[-len(suffix) :] == suffix
+        start = number * stride
+        assert ids[len(head) : -len(suffix)] == body[start : start + stride + 8]
+    # Together the windows cover the whole document.
+    assert number * stride + stride + 8 >= len(body)
+
+
+def test_a_document_needing_more_windows_than_allowed_is_cut_and_marked(
+    tokenizer: Tokenizer,
+) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=128, window_overlap=8)
+    pairs = encoder.encode(
+        "q",
+        ["pandas eat bamboo all day long. " * 40],
+        instruction=INSTRUCTION,
+        max_tokens_per_doc=None,
+        max_windows=2,
+    )
+    assert len(pairs) == 2 and all(pair.truncated for pair in pairs)

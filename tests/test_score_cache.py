@@ -148,7 +148,7 @@ class GatedScorer:
 async def test_a_pair_another_request_is_scoring_is_awaited_not_scored_again() -> None:
     metrics = Metrics()
     cache = ScoreCache(metrics=metrics, max_bytes=1 << 20, ttl_s=60)
-    keys = ScoreCache.keys("m", "i", "backpack", None, DOCS[:4])
+    keys = ScoreCache.keys("m", "i", "backpack", "None/1", DOCS[:4])
     first_scorer, second_scorer = GatedScorer(), GatedScorer()
     first = asyncio.create_task(cache.score(keys[:3], first_scorer))
     await first_scorer.called.wait()
@@ -165,7 +165,7 @@ async def test_a_pair_another_request_is_scoring_is_awaited_not_scored_again() -
 
 async def test_waiters_score_a_pair_themselves_when_its_request_fails() -> None:
     cache = ScoreCache(metrics=Metrics(), max_bytes=1 << 20, ttl_s=60)
-    keys = ScoreCache.keys("m", "i", "backpack", None, DOCS[:2])
+    keys = ScoreCache.keys("m", "i", "backpack", "None/1", DOCS[:2])
     failing, waiting = GatedScorer(fail=True), GatedScorer()
     first = asyncio.create_task(cache.score(keys, failing))
     await failing.called.wait()
@@ -278,7 +278,7 @@ async def test_redis_is_used_again_once_it_is_back(tmp_path: Path) -> None:
         redis_timeout_s=0.5,
         redis_retry_s=0.0,
     )
-    keys = ScoreCache.keys("m", "i", "q", None, ["a", "b"])
+    keys = ScoreCache.keys("m", "i", "q", "None/1", ["a", "b"])
     try:
         server.kill()
         assert await cache.get_many(keys) == [None, None]

@@ -46,13 +46,15 @@ class MiniLMPairEncoder:
         *,
         instruction: str,
         max_tokens_per_doc: int | None,
+        max_windows: int = 1,
     ) -> list[PreparedPair]:
+        # A bi-encoder embeds one text per document: no windows; long documents are cut.
         # encode_batch releases the GIL; encode would hold it for seconds on a multi-MB query.
         query_tokens = len(self._tokenizer.encode_batch([query])[0].ids)
         limit = min(MINILM_MAX_TOKENS, max_tokens_per_doc or MINILM_MAX_TOKENS)
         pairs = []
-        for document, encoding in zip(
-            documents, self._tokenizer.encode_batch(list(documents)), strict=True
+        for index, (document, encoding) in enumerate(
+            zip(documents, self._tokenizer.encode_batch(list(documents)), strict=True)
         ):
             # Offsets of the [CLS]/[SEP] specials are (0, 0): count only real tokens.
             spans = [span for span in encoding.offsets if span != (0, 0)]
@@ -64,6 +66,7 @@ class MiniLMPairEncoder:
                     n_tokens=query_tokens + min(len(spans), limit) + 2,
                     payload=(query, text),
                     truncated=truncated,
+                    document=index,
                 )
             )
         return pairs

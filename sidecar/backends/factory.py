@@ -37,6 +37,7 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
         load_tokenizer(settings.model),
         max_length=settings.max_length,
         document_cache_bytes=settings.document_cache_bytes,
+        window_overlap=settings.window_overlap_tokens,
     )
     if kind == "null":
         from sidecar.backends.null import NullBackend

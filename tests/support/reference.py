@@ -34,9 +34,32 @@ class ReferenceReranker:
         )["input_ids"]
         return [*self.prefix_ids, *body, *self.suffix_ids]
 
-    @torch.no_grad()
     def score(self, instruction: str, query: str, document: str, max_length: int = 8192) -> float:
-        ids = torch.tensor([self.input_ids(instruction, query, document, max_length)])
-        logits = self.model(ids).logits[0, -1]
+        return self.score_ids(self.input_ids(instruction, query, document, max_length))
+
+    def head_ids(self, instruction: str, query: str) -> list[int]:
+        return self.tokenizer.encode(
+            f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>:", add_special_tokens=False
+        )
+
+    def frame_length(self, instruction: str, query: str) -> int:
+        """Tokens of a pair that are not the document's."""
+        return len(self.prefix_ids) + len(self.head_ids(instruction, query)) + len(self.suffix_ids)
+
+    def window_ids(
+        self, instruction: str, query: str, document: str, *, window: int, overlap: int
+    ) -> list[list[int]]:
+        """A long document's windows of `window` tokens, `overlap` shared, each framed alone."""
+        head = self.head_ids(instruction, query)
+        body = self.tokenizer.encode(" " + document, add_special_tokens=False)
+        starts = range(0, max(1, len(body) - overlap), window - overlap)
+        return [
+            [*self.prefix_ids, *head, *body[start : start + window], *self.suffix_ids]
+            for start in starts
+        ]
+
+    @torch.no_grad()
+    def score_ids(self, ids: list[int]) -> float:
+        logits = self.model(torch.tensor([ids])).logits[0, -1]
         pair = torch.stack([logits[self.no_id], logits[self.yes_id]])
         return float(torch.softmax(pair, dim=0)[1])

@@ -172,6 +172,12 @@ readinessProbe:
   value: {{ int64 $c.maxLength | quote }}
 - name: RERANK_INSTRUCTION
   value: {{ $c.instruction | quote }}
+- name: RERANK_LONG_DOCUMENTS
+  value: {{ $c.longDocuments | quote }}
+- name: RERANK_MAX_WINDOWS_PER_DOCUMENT
+  value: {{ int64 $c.maxWindowsPerDocument | quote }}
+- name: RERANK_WINDOW_OVERLAP_TOKENS
+  value: {{ int64 $c.windowOverlapTokens | quote }}
 - name: RERANK_MAX_BATCH_TOKENS
   value: {{ int64 $c.maxBatchTokens | quote }}
 - name: RERANK_MAX_BATCH_PAIRS
