@@ -23,6 +23,8 @@ from es_integration.options import (
     Names,
     Options,
     Timeouts,
+    fields_to_read,
+    parse_fields_by_language,
     validate_cluster_url,
     validate_fields,
     validate_instruction,
@@ -116,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the sidecar's API token (env RERANK_SIDECAR_TOKEN); stored encrypted, "
         "sent as 'Authorization: Bearer'",
+    )
+    what.add_argument(
+        "--fields-by-language",
+        action="append",
+        default=[],
+        metavar="CODE=FIELDS ...",
+        help="OpenSearch 2.19.1+: rerank on the fields in the query's language, e.g. "
+        "'zh=title_zh,desc_zh en=title_en,desc_en default=title_en,desc_en' (ISO 639-1 codes; "
+        "the sidecar detects the language; 'default' for any other)",
     )
     what.add_argument("--instruction", help="task instruction sent with every rerank call")
     what.add_argument(
@@ -229,6 +240,7 @@ def options_from_args(args: argparse.Namespace, env: dict[str, str]) -> Options:
             validate_name(flag, value)
     if args.assume_version and not args.dry_run:
         raise UsageError("--assume-version only applies to --dry-run")
+    by_language = parse_fields_by_language(args.fields_by_language)
     raw_sidecar_url = args.sidecar_url or env.get("RERANK_SIDECAR_URL")
     sidecar_url = validate_sidecar_url(raw_sidecar_url) if raw_sidecar_url else None
     return Options(
@@ -236,7 +248,8 @@ def options_from_args(args: argparse.Namespace, env: dict[str, str]) -> Options:
         auth=auth,
         tls=TlsOptions(verify=not args.insecure, ca_certs=args.ca_certs),
         indices=_split(args.index),
-        fields=validate_fields(_split(args.fields)),
+        fields=fields_to_read(validate_fields(_split(args.fields)), by_language),
+        fields_by_language=by_language,
         sidecar_url=sidecar_url,
         sidecar_token=args.sidecar_token or env.get("RERANK_SIDECAR_TOKEN") or None,
         instruction=validate_instruction(args.instruction),

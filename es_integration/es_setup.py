@@ -150,6 +150,8 @@ def setup(session: Session) -> None:
     options, report = session.options, session.report
     if not options.sidecar_url:
         raise UsageError("setup needs --sidecar-url (the URL Elasticsearch uses to reach it)")
+    if options.fields_by_language:
+        raise UsageError("--fields-by-language is for OpenSearch; Elasticsearch reranks one field")
     detect(session)
     name = options.names.inference_id
     path = _endpoint_path(options)

@@ -80,6 +80,8 @@ class Options:
     sidecar_url: str | None = None
     sidecar_token: str | None = None
     instruction: str | None = None
+    # ISO 639-1 code (or "default") -> fields in that language; the sidecar detects the query's.
+    fields_by_language: dict[str, list[str]] = field(default_factory=dict)
     names: Names = field(default_factory=Names)
     timeouts: Timeouts = field(default_factory=Timeouts)
     wait_timeout_s: float = 120.0
@@ -97,6 +99,40 @@ def validate_fields(fields: list[str]) -> list[str]:
     if len(set(fields)) != len(fields):
         raise UsageError("--fields: a field is listed twice")
     return fields
+
+
+_LANGUAGE_RE = re.compile(r"^(?:[a-z]{2}|default)$")
+
+
+def parse_fields_by_language(entries: list[str]) -> dict[str, list[str]]:
+    """`zh=title_zh,desc_zh en=title_en default=title_en` (space- or flag-separated entries)."""
+    mapping: dict[str, list[str]] = {}
+    for entry in (part for value in entries for part in value.split()):
+        code, sep, names = entry.partition("=")
+        if not sep or not _LANGUAGE_RE.match(code):
+            raise UsageError(
+                f"--fields-by-language: {entry!r} is not <iso 639-1 code or default>=<fields>"
+            )
+        if code in mapping:
+            raise UsageError(f"--fields-by-language: {code!r} is given twice")
+        fields = [name for name in names.split(",") if name]
+        if not fields:
+            raise UsageError(f"--fields-by-language: {code!r} has no field")
+        try:
+            mapping[code] = validate_fields(fields)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--fields", "--fields-by-language")) from None
+    if mapping and "default" not in mapping:
+        raise UsageError("--fields-by-language needs default=<fields> for the other languages")
+    return mapping
+
+
+def fields_to_read(fields: list[str], by_language: dict[str, list[str]]) -> list[str]:
+    """Every field a hit must carry: --fields, then each language's, each once."""
+    names = [*fields, *by_language.get("default", [])]
+    for language_fields in by_language.values():
+        names.extend(language_fields)
+    return list(dict.fromkeys(names))
 
 
 def validate_name(flag: str, value: str) -> str:

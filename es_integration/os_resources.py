@@ -92,11 +92,20 @@ def query_dsl_request_body(options: Options) -> str:
     `documents` a JSON array (one_to_one=false) or one JSON object (true); both are JSON, so
     ML Commons inserts them raw."""
     documents = "[${parameters.documents}]" if options.one_to_one else "${parameters.documents}"
+    by_language = (
+        f', "fields_by_language": {json.dumps(options.fields_by_language)}'
+        if options.fields_by_language
+        else ""
+    )
     return (
         '{ "query": ${parameters.query}, "sort": ${parameters.sort}, "documents": '
         + documents
         + ", "
-        '"fields": ' + json.dumps(options.fields) + _instruction_fragment(options) + " }"
+        '"fields": '
+        + json.dumps(options.fields_by_language.get("default", options.fields))
+        + by_language
+        + _instruction_fragment(options)
+        + " }"
     )
 
 

@@ -50,6 +50,11 @@ def setup(session: Session) -> None:
         if options.private_endpoint is not None
         else is_private_endpoint(sidecar_url)
     )
+    if options.fields_by_language and facts.mechanism != "ml_inference":
+        raise UsageError(
+            f"--fields-by-language needs OpenSearch 2.19.1 or 3.0+ (the ml_inference pipeline); "
+            f"this cluster is {facts.version}"
+        )
     record = os_record.ensure(session, facts, settings)
     os_settings.apply(session, record, settings, facts, private)
     rerank_model = _connector_and_model(

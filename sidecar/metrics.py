@@ -29,6 +29,12 @@ class Metrics:
         self.truncated_documents = Counter(
             "rerank_truncated_documents", "Documents cut to fit the token limits", registry=r
         )
+        self.query_languages = Counter(
+            "rerank_query_languages",
+            "Query-DSL requests by the query language that picked the fields ('default': none)",
+            ["language"],
+            registry=r,
+        )
         self.deduplicated_pairs = Counter(
             "rerank_deduplicated_pairs",
             "Pairs answered by an identical pair another request was scoring",

@@ -15,6 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sidecar.errors import InvalidJSON, ValidationFailed
+from sidecar.languages import DEFAULT as DEFAULT_LANGUAGE
+from sidecar.languages import known_code
 from sidecar.scoring_types import ScoreResult
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -59,8 +61,21 @@ class QueryDslRerankRequest(BaseModel):
     sort: Any = None
     documents: list[Any] = Field(min_length=1)
     fields: list[str] | None = None
+    # ISO 639-1 code (or "default") -> the fields written in that language: the query's
+    # language picks them; a language not listed, or an unclear query, takes "default".
+    fields_by_language: dict[str, list[str]] | None = None
     instruction: str | None = Field(None, min_length=1)
     max_tokens_per_doc: int | None = Field(None, ge=1)
+
+    @field_validator("fields_by_language")
+    @classmethod
+    def _known_languages(cls, mapping: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for code, fields in (mapping or {}).items():
+            if code != DEFAULT_LANGUAGE and not known_code(code):
+                raise ValueError(f"{code!r} is not an ISO 639-1 language code (or 'default')")
+            if not fields:
+                raise ValueError(f"{code!r} maps to no field")
+        return mapping
 
 
 def _field_path(loc: Sequence[int | str]) -> str:

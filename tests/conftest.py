@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,16 @@ def embedded_sidecar_process(tmp_path_factory: pytest.TempPathFactory) -> Iterat
 async def read_metrics(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
     """The sidecar's /metrics as {sample name with labels: value}."""
     async with http.get(f"{url}/metrics") as response:
-        text = await response.text()
+        return parse_metrics(await response.text())
+
+
+def read_metrics_sync(url: str) -> dict[str, float]:
+    """`read_metrics` for tests without an event loop (the real-node suite)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        return parse_metrics(response.read().decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

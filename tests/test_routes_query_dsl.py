@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sidecar.app import RERANK_SERVICE, SETTINGS, errors_as_json
+from sidecar.app import METRICS, RERANK_SERVICE, SETTINGS, errors_as_json
 from sidecar.config import Settings
+from sidecar.metrics import Metrics
 from sidecar.query_dsl import document_text
 from sidecar.routes_query_dsl import QUERY_DSL_PATH, add_routes
 from sidecar.scoring_types import ScoreResult
@@ -49,6 +51,7 @@ async def dsl_app() -> AsyncIterator[tuple[str, RecordingService]]:
     service = RecordingService()
     app[RERANK_SERVICE] = service  # type: ignore[assignment]
     app[SETTINGS] = Settings()
+    app[METRICS] = Metrics()
     add_routes(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -132,3 +135,51 @@ def test_document_text_rules() -> None:
     assert document_text({"a": "x", "b": 3}) == "x\n3"
     assert document_text(["a", ["b", None]]) == "a b"
     assert document_text(None) == "" and document_text(True) == ""
+
+
+PRODUCT = {
+    "title": "竹子做的熊猫玩具",
+    "title_en": "Panda toy made of bamboo",
+    "title_es": "Juguete de panda de bambú",
+}
+BY_LANGUAGE = {"zh": ["title"], "es": ["title_es"], "default": ["title_en"]}
+
+
+@pytest.mark.parametrize(
+    ("query", "language", "text"),
+    [
+        ("熊猫玩具", "zh", PRODUCT["title"]),
+        ("juguete de panda para niños", "es", PRODUCT["title_es"]),
+        ("wooden panda toy for kids", "default", PRODUCT["title_en"]),  # en is not mapped
+        ("jouet panda en bambou pour enfants", "default", PRODUCT["title_en"]),
+    ],
+)
+async def test_the_query_language_picks_the_fields(
+    dsl_app: tuple[str, RecordingService], query: str, language: str, text: str
+) -> None:
+    url, service = dsl_app
+    body = {
+        "query": {"match": {"title": query}},
+        "documents": [PRODUCT],
+        "fields": ["title_en"],
+        "fields_by_language": BY_LANGUAGE,
+    }
+    status, answer, _ = await post(url, body)
+    assert status == 200, answer
+    assert answer["language"] == language
+    assert answer["fields"] == BY_LANGUAGE[language]
+    assert service.calls[-1][1] == [text]
+
+
+@pytest.mark.parametrize(
+    "mapping", [{"xx": ["title"]}, {"zh": []}, {"zh": "title"}], ids=["code", "empty", "type"]
+)
+async def test_a_bad_language_map_is_a_422_naming_it(
+    dsl_app: tuple[str, RecordingService], mapping: Any
+) -> None:
+    url, service = dsl_app
+    body = {"query": "panda", "documents": [PRODUCT], "fields_by_language": mapping}
+    status, answer, _ = await post(url, body)
+    assert status == 422
+    assert "fields_by_language" in answer["error"]["message"]
+    assert service.calls == []

@@ -210,7 +210,10 @@ LOCK_FILE = "requirements.lock"
 
 
 def locked() -> dict[str, tuple[Requirement, list[str]]]:
-    """requirements.lock as name -> (requirement with its marker, sha256 hashes)."""
+    """requirements.lock as name -> (requirement with its marker, sha256 hashes).
+
+    A package may be locked twice only under disjoint Python markers (a universal lock: a newer
+    release that needs a newer Python); the entry for the image's Python 3.11 is kept."""
     text = (REPO / LOCK_FILE).read_text()
     entries: dict[str, tuple[Requirement, list[str]]] = {}
     for block in re.sub(r"\\\n", " ", text).splitlines():
@@ -219,9 +222,15 @@ def locked() -> dict[str, tuple[Requirement, list[str]]]:
             continue
         hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", line)
         req = Requirement(re.sub(r"\s*--hash=\S+", "", line).strip())
-        assert req.name not in entries, f"{req.name} locked twice"
+        if req.marker is not None and not req.marker.evaluate(IMAGE_PYTHON):
+            continue
+        assert req.name not in entries, f"{req.name} locked twice for Python 3.11"
         entries[req.name] = (req, hashes)
     return entries
+
+
+# The sidecar image's interpreter (python:3.11-slim), for the lock's markers.
+IMAGE_PYTHON = {"python_version": "3.11", "python_full_version": "3.11.0"}
 
 
 def _canonical(name: str) -> str:

@@ -249,3 +249,66 @@ def test_elasticsearch_dry_run_always_sends_secret_parameters(run_cli: CliRunner
     assert result.code == 0, result.out
     put = next(r for r in result.json()["requests"] if r["method"] == "PUT")
     assert put["body"]["service_settings"]["secret_parameters"] == {"api_key": "<redacted>"}
+
+
+ES_DRY_RUN = [
+    "elasticsearch", "setup", "--dry-run", "--assume-version", "8.19.0", "--sidecar-url", SIDECAR,
+]  # fmt: skip
+BY_LANGUAGE = "zh=title,description en=title_en,description_en default=title_en,description_en"
+
+
+def test_fields_by_language_reach_the_connector_and_every_field_is_read(
+    run_cli: CliRunner,
+) -> None:
+    result = run_cli(*dry_run_setup("2.19.1"), "--fields-by-language", BY_LANGUAGE, "--json")
+    assert result.code == 0, result.out
+    requests = result.json()["requests"]
+    created = [r["body"] for r in requests if r["path"] == "/_plugins/_ml/connectors/_create"]
+    (dsl,) = [body for body in created if "query-DSL" in body["description"]]
+    template = dsl["actions"][0]["request_body"]
+    sent = json.loads(
+        template.replace("${parameters.query}", "null")
+        .replace("${parameters.sort}", "null")
+        .replace("${parameters.documents}", "[]")
+    )
+    assert sent["fields"] == ["title_en", "description_en"]
+    assert sent["fields_by_language"] == {
+        "zh": ["title", "description"],
+        "en": ["title_en", "description_en"],
+        "default": ["title_en", "description_en"],
+    }
+    (main,) = [
+        r["body"]
+        for r in requests
+        if r["method"] == "PUT" and r["path"] == "/_search/pipeline/rerank-sidecar"
+    ]
+    selector = main["response_processors"][0]["ml_inference"]["input_map"][0]["documents"]
+    for name in ("title", "body", "description", "title_en", "description_en"):
+        assert f"'{name}'" in selector
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["zh", "zh=title", "chinese=title default=title_en", "zh= default=t", "zh=a zh=b default=c"],
+)
+def test_a_bad_language_map_is_a_usage_error(
+    run_cli: CliRunner, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(*dry_run_setup("2.19.1"), "--fields-by-language", value).code == 2
+    assert "--fields-by-language" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        dry_run_setup("2.19.0"),
+        ES_DRY_RUN,
+    ],
+    ids=["opensearch-2.19.0", "elasticsearch"],
+)
+def test_fields_by_language_is_refused_where_no_pipeline_can_use_it(
+    run_cli: CliRunner, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(*argv, "--fields-by-language", BY_LANGUAGE)
+    assert result.code == 2
+    assert "--fields-by-language" in result.out + capsys.readouterr().err
