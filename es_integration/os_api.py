@@ -255,11 +255,19 @@ class DeployError(SetupError):
     """A model did not reach the wanted state, or an ML task failed."""
 
 
-def wait_model_state(t: Transport, model_id: str, wanted: str, wait_s: float) -> None:
+# After `_undeploy` a model serves nothing in any of these. A real 2.19.1 node left a model
+# DEPLOY_FAILED, not UNDEPLOYED, after undeploying it (seen once in CI); it deletes all the same.
+NOT_SERVING = frozenset({"UNDEPLOYED", "DEPLOY_FAILED", "REGISTERED", "CREATED"})
+
+
+def wait_model_state(
+    t: Transport, model_id: str, wanted: str, wait_s: float, also: frozenset[str] = frozenset()
+) -> None:
+    """Until the model is `wanted` (or in `also`)."""
     deadline = time.monotonic() + wait_s
     while True:
         state = model_state(t, model_id) or "?"
-        if state == wanted:
+        if state == wanted or state in also:
             return
         if state == "DEPLOY_FAILED" and wanted == "DEPLOYED":
             raise DeployError(f"model {model_id} failed to deploy (model_state DEPLOY_FAILED)")
@@ -279,7 +287,7 @@ def deploy_model(t: Transport, model_id: str, wait_s: float) -> None:
 def undeploy_model(t: Transport, model_id: str, wait_s: float) -> None:
     response = call(t, "POST", f"/_plugins/_ml/models/{_q(model_id)}/_undeploy", allow=(404,))
     if response.ok:
-        wait_model_state(t, model_id, "UNDEPLOYED", wait_s)
+        wait_model_state(t, model_id, "UNDEPLOYED", wait_s, also=NOT_SERVING)
 
 
 def delete_model(t: Transport, model_id: str) -> None:

@@ -69,6 +69,8 @@ class FakeOpenSearch:
     post: sim.HttpPost = sim.urllib_post
     deploy_polls: int = 1  # GETs a model stays DEPLOYING after _deploy
     deploy_fails: bool = False
+    # What `_undeploy` leaves: a real 2.19.1 node once left DEPLOY_FAILED instead of UNDEPLOYED.
+    undeployed_state: str = "UNDEPLOYED"
     access_control: bool = False
     persistent: dict[str, Any] = field(default_factory=dict)
     transient: dict[str, Any] = field(default_factory=dict)
@@ -469,7 +471,7 @@ class FakeOpenSearch:
         return {"task_id": self._id("task"), "task_type": "DEPLOY_MODEL", "status": "CREATED"}
 
     def _undeploy(self, id: str, **_: Any) -> Any:
-        self._model(id)["model_state"] = "UNDEPLOYED"
+        self._model(id)["model_state"] = self.undeployed_state
         return {"node-1": {"stats": {id: "undeployed"}}}
 
     def _delete_model(self, id: str, **_: Any) -> Any:

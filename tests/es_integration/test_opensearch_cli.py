@@ -438,6 +438,16 @@ def test_deploy_failure_is_reported(opensearch: ClusterFactory, run_cli: CliRunn
     assert result.code == 1 and "DEPLOY_FAILED" in result.out
 
 
+def test_teardown_deletes_a_model_left_deploy_failed_by_its_undeploy(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.1", undeployed_state="DEPLOY_FAILED")
+    assert run_cli(*setup_args(url)).code == 0
+    result = run_cli("opensearch", "teardown", "--url", url, "--yes")
+    assert result.code == 0, result.out
+    assert fake.models == {} and fake.violations == []
+
+
 def test_objects_with_our_names_made_by_someone_else_are_not_touched(
     opensearch: ClusterFactory, run_cli: CliRunner
 ) -> None:
