@@ -170,6 +170,8 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
                 settings.max_windows_per_document if settings.long_documents == "chunk" else 1
             ),
             max_windows=settings.max_windows_per_document,
+            max_queue_pairs=settings.max_queue_pairs,
+            cache_scope=f"{settings.max_length}/{settings.window_overlap_tokens}",
         ),
     )
     log.info(

@@ -187,7 +187,7 @@ class Batcher:
             slot.waiters.remove(waiter)
             if slot.waiters:
                 continue
-            if slot.call is None and slot.pair.key in self._queue:
+            if slot.call is None and self._queue.get(slot.pair.key) is slot:
                 del self._queue[slot.pair.key]
                 self._queued_tokens -= slot.pair.n_tokens
                 self._metrics.dropped_pairs.inc()

@@ -20,6 +20,7 @@ OTHERS = frozenset({"en"})
 # Below this distance between the two likeliest languages the query is too short to tell.
 MIN_RELATIVE_DISTANCE = 0.1
 MAX_DETECTORS = 16
+MAX_CHARS = 1000
 
 
 def known_code(code: str) -> bool:
@@ -40,14 +41,16 @@ class LanguageDetection:
 
     async def detect(self, text: str, codes: Collection[str]) -> str | None:
         """One of `codes` (ISO 639-1), or None when the query is in none of them or unclear."""
-        detector = await self._detector(frozenset(codes) | OTHERS)
-        language = detector.detect_language_of(text)
+        # Shielded: a client that leaves must not cancel the build other requests wait for.
+        detector = await asyncio.shield(self._detector(frozenset(codes) | OTHERS))
+        # A query's language shows in its start; the whole of a multi-MB one would block the loop.
+        language = detector.detect_language_of(text[:MAX_CHARS])
         code = language.iso_code_639_1.name.lower() if language is not None else None
         return code if code in codes else None
 
     def _detector(self, codes: frozenset[str]) -> asyncio.Task[LanguageDetector]:
         task = self._detectors.get(codes)
-        if task is None or task.cancelled():
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
             if len(self._detectors) >= MAX_DETECTORS:
                 self._detectors.pop(next(iter(self._detectors)))
             # A task: concurrent first requests for the same set share one build.

@@ -79,12 +79,13 @@ class QwenPromptEncoder:
                 f"tokens, leaving no room for a document within max_length {self._max_length}"
             )
         limit = min(room, max_tokens_per_doc or room)
-        # Never a stride of 0: an overlap as large as the window would repeat it forever.
-        stride = max(1, limit - self._window_overlap)
+        # At most half a window shared: a small max_tokens_per_doc must not make windows of
+        # near-copies (an overlap as large as the window would never advance).
+        stride = limit - min(self._window_overlap, limit // 2)
         pairs = []
         all_ids = self._documents.ids(documents, self._tokenize_documents)
         for document, doc_ids in enumerate(all_ids):
-            starts = range(0, max(1, len(doc_ids) - self._window_overlap), stride)
+            starts = range(0, max(1, len(doc_ids) - (limit - stride)), stride)
             kept = starts[:max_windows]
             for start in kept:
                 token_ids = head_ids + doc_ids[start : start + limit] + self._suffix_ids

@@ -75,7 +75,8 @@ class QueryDslRerankRequest(BaseModel):
                 raise ValueError(f"{code!r} is not an ISO 639-1 language code (or 'default')")
             if not fields:
                 raise ValueError(f"{code!r} maps to no field")
-        return mapping
+        # Detection answers in lowercase: "ZH" must match it.
+        return {code.lower(): fields for code, fields in mapping.items()} if mapping else mapping
 
 
 def _field_path(loc: Sequence[int | str]) -> str:

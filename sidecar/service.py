@@ -50,6 +50,10 @@ class ServicePolicy:
     # most a request may ask for.
     default_windows: int = 1
     max_windows: int = 1
+    # Windows are cut so a request's pairs fit the queue: never a 429 on an idle sidecar.
+    max_queue_pairs: int = 1 << 30
+    # What else changes a score (max_length, window overlap): part of the score-cache key.
+    cache_scope: str = ""
 
 
 class RerankService:
@@ -121,12 +125,16 @@ class RerankService:
             raise PayloadTooLarge(
                 f"documents: {len(documents)} documents, the limit is {self._policy.max_documents}"
             )
-        windows = min(max_windows or self._policy.default_windows, self._policy.max_windows)
+        windows = min(
+            max_windows or self._policy.default_windows,
+            self._policy.max_windows,
+            max(1, self._policy.max_queue_pairs // len(documents)),
+        )
         texts = _Texts(
             query,
             documents,
             instruction or self._policy.default_instruction,
-            _Limits(max_tokens_per_doc, windows),
+            _Limits(max_tokens_per_doc, windows, self._policy.cache_scope),
         )
         with self._admission.admit(len(documents)):
             record_since_start("admission")
@@ -240,11 +248,12 @@ class RerankService:
 class _Limits:
     max_tokens_per_doc: int | None
     windows: int
+    scope: str
 
     @property
     def cache_part(self) -> str:
         """What of the limits changes a score: part of the score-cache key."""
-        return f"{self.max_tokens_per_doc}/{self.windows}"
+        return f"{self.scope}/{self.max_tokens_per_doc}/{self.windows}"
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,15 @@ async def test_windows_and_cut_documents_are_cached_apart(
     assert split["meta"]["billed_units"] != cut["meta"]["billed_units"]
 
 
-async def test_windows_count_against_the_queue(
+async def test_windows_are_cut_to_fit_the_queue_not_refused_forever(
     start_sidecar: SidecarFactory, null_settings: Settings, http: aiohttp.ClientSession
 ) -> None:
     url = await start_sidecar(
         null_settings, long_documents="chunk", max_documents=2, max_queue_pairs=4
     )
+    # 8 windows a document would be 16 pairs in a queue of 4: 2 a document fit, the rest is cut.
     status, data = await rerank(http, url, documents=[LONG, SHORT])
-    assert status == 429
-    assert "windows of long documents" in data["error"]["message"]
+    assert status == 200 and data["meta"]["truncated_documents"] == 1
+    assert (await read_metrics(http, url))["rerank_batch_pairs_sum"] == 3
     status, _ = await rerank(http, url, documents=[SHORT, SHORT])
     assert status == 200  # nothing was left counted

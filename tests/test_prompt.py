@@ -205,3 +205,18 @@ def test_a_document_needing_more_windows_than_allowed_is_cut_and_marked(
         max_windows=2,
     )
     assert len(pairs) == 2 and all(pair.truncated for pair in pairs)
+
+
+def test_a_small_token_limit_shares_at_most_half_a_window(tokenizer: Tokenizer) -> None:
+    encoder = QwenPromptEncoder(tokenizer, max_length=8192, window_overlap=64)
+    pairs = encoder.encode(
+        "q",
+        ["pandas eat bamboo all day long. " * 40],
+        instruction=INSTRUCTION,
+        max_tokens_per_doc=10,
+        max_windows=3,
+    )
+    first, second, _ = (ids_of(pair) for pair in pairs)
+    suffix = len(tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids)
+    # Windows of 10 tokens advance by 5, not by 1 (10 - 64 would not advance at all).
+    assert first[-suffix - 5 : -suffix] == second[-suffix - 10 : -suffix - 5]

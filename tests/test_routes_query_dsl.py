@@ -170,6 +170,15 @@ async def test_the_query_language_picks_the_fields(
     assert service.calls[-1][1] == [text]
 
 
+async def test_language_codes_match_in_any_case(dsl_app: tuple[str, RecordingService]) -> None:
+    url, service = dsl_app
+    mapping = {"ZH": ["title"], "default": ["title_en"]}
+    body = {"query": "熊猫玩具", "documents": [PRODUCT], "fields_by_language": mapping}
+    status, answer, _ = await post(url, body)
+    assert status == 200 and answer["language"] == "zh"
+    assert service.calls[-1][1] == [PRODUCT["title"]]
+
+
 @pytest.mark.parametrize(
     "mapping", [{"xx": ["title"]}, {"zh": []}, {"zh": "title"}], ids=["code", "empty", "type"]
 )

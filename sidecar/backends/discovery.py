@@ -43,7 +43,10 @@ def check_url(url: str) -> str | None:
 async def resolve_with_system(host: str, port: int) -> list[str]:
     """The addresses the system resolver gives (what a pod's /etc/resolv.conf points at)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
+    # A dual-stack pod answers with both families: one replica a pod, IPv4 when there is one.
+    ipv4 = [address for address in addresses if ":" not in address]
+    return ipv4 or addresses
 
 
 class Discovery:
