@@ -37,20 +37,14 @@ class Admission:
     def admit(self, pairs: int) -> Iterator[None]:
         if self.requests >= self._max_requests:
             self._refuse(f"too many requests at once: {self.requests}, limit {self._max_requests}")
-        if self.would_exceed(1.0, pairs):
-            self._refuse(
-                f"queue full: {self.pairs} pairs queued or in flight, {pairs} more asked, "
-                f"limit {self._max_pairs}"
-            )
-        self.pairs += pairs
-        self.requests += 1
-        self._metrics.requests_in_progress.set(self.requests)
-        try:
-            yield
-        finally:
-            self.pairs -= pairs
-            self.requests -= 1
+        with self._holding(pairs, "more asked"):
+            self.requests += 1
             self._metrics.requests_in_progress.set(self.requests)
+            try:
+                yield
+            finally:
+                self.requests -= 1
+                self._metrics.requests_in_progress.set(self.requests)
 
     @contextmanager
     def admit_more(self, pairs: int) -> Iterator[None]:
@@ -58,10 +52,16 @@ class Admission:
         if pairs <= 0:
             yield
             return
+        with self._holding(pairs, "more windows of long documents asked"):
+            yield
+
+    @contextmanager
+    def _holding(self, pairs: int, asked: str) -> Iterator[None]:
+        """`pairs` counted against the bound while the block runs, or a 429 now."""
         if self.would_exceed(1.0, pairs):
             self._refuse(
-                f"queue full: {self.pairs} pairs queued or in flight, {pairs} more windows of "
-                f"long documents asked, limit {self._max_pairs}"
+                f"queue full: {self.pairs} pairs queued or in flight, {pairs} {asked}, "
+                f"limit {self._max_pairs}"
             )
         self.pairs += pairs
         try:

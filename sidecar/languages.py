@@ -39,14 +39,14 @@ class LanguageDetection:
     def __init__(self) -> None:
         self._detectors: dict[frozenset[str], asyncio.Task[LanguageDetector]] = {}
 
-    async def detect(self, text: str, codes: Collection[str]) -> str | None:
-        """One of `codes` (ISO 639-1), or None when the query is in none of them or unclear."""
+    async def detect(self, text: str, codes: Collection[str]) -> str:
+        """One of `codes` (ISO 639-1), or DEFAULT when the query is in none of them or unclear."""
         # Shielded: a client that leaves must not cancel the build other requests wait for.
         detector = await asyncio.shield(self._detector(frozenset(codes) | OTHERS))
         # A query's language shows in its start; the whole of a multi-MB one would block the loop.
         language = detector.detect_language_of(text[:MAX_CHARS])
         code = language.iso_code_639_1.name.lower() if language is not None else None
-        return code if code in codes else None
+        return code if code is not None and code in codes else DEFAULT
 
     def _detector(self, codes: frozenset[str]) -> asyncio.Task[LanguageDetector]:
         task = self._detectors.get(codes)

@@ -54,12 +54,11 @@ async def rerank_query_dsl(request: web.Request) -> web.Response:
             "the query has no text to rerank against (match_all, term, range, knn, ...)"
         )
     fields, language = body.fields, None
-    if body.fields_by_language:
-        mapping = body.fields_by_language
+    if mapping := body.fields_by_language:
         codes = [code for code in mapping if code != DEFAULT_LANGUAGE]
         language = await request.app[LANGUAGES].detect(text, codes)
-        fields = mapping.get(language or DEFAULT_LANGUAGE) or body.fields
-        request.app[METRICS].query_languages.labels(language or DEFAULT_LANGUAGE).inc()
+        fields = mapping.get(language) or body.fields
+        request.app[METRICS].query_languages.labels(language).inc()
     documents = [document_text(doc, fields) for doc in body.documents]
     result = await request.app[RERANK_SERVICE].score_detailed(
         text, documents, instruction=body.instruction, max_tokens_per_doc=body.max_tokens_per_doc
@@ -68,8 +67,8 @@ async def rerank_query_dsl(request: web.Request) -> web.Response:
         "scores": [orjson.Fragment(format_score(score)) for score in result.scores],
         "query_text": text,
     }
-    if body.fields_by_language:
-        answer["language"] = language or DEFAULT_LANGUAGE
+    if language is not None:
+        answer["language"] = language
         answer["fields"] = fields
     if result.degraded:
         answer["degraded"] = True

@@ -190,12 +190,7 @@ class ScoreCache:
             for key in owned:
                 self._scoring[key] = mine
             try:
-                fresh = await score_missing([indices[0] for indices in owned.values()])
-                self.put_many(list(owned), fresh)
-                for (key, indices), value in zip(owned.items(), fresh, strict=True):
-                    mine.values[key] = value
-                    for i in indices:
-                        found[i] = value
+                mine.values.update(await self._score_into(found, owned, score_missing))
             finally:
                 for key in owned:
                     del self._scoring[key]
@@ -214,17 +209,30 @@ class ScoreCache:
     ) -> None:
         """Fill `found` from other requests' scoring; score what they gave up on."""
         await asyncio.wait({scoring.done for scoring in joined.values()})
-        orphaned = [key for key, scoring in joined.items() if key not in scoring.values]
+        orphaned: dict[bytes, list[int]] = {}
         for key, scoring in joined.items():
-            if key in scoring.values:
-                for i in awaited[key]:
-                    found[i] = scoring.values[key]
-        if orphaned:
-            fresh = await score_missing([awaited[key][0] for key in orphaned])
-            self.put_many(orphaned, fresh)
-            for key, value in zip(orphaned, fresh, strict=True):
+            value = scoring.values.get(key)
+            if value is None:
+                orphaned[key] = awaited[key]
+            else:
                 for i in awaited[key]:
                     found[i] = value
+        if orphaned:
+            await self._score_into(found, orphaned, score_missing)
+
+    async def _score_into(
+        self,
+        found: list[ScoredPair | None],
+        indices_by_key: dict[bytes, list[int]],
+        score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
+    ) -> dict[bytes, ScoredPair]:
+        """Score each key once (at its first index), cache it, and fill all its indices."""
+        fresh = await score_missing([indices[0] for indices in indices_by_key.values()])
+        self.put_many(list(indices_by_key), fresh)
+        for indices, value in zip(indices_by_key.values(), fresh, strict=True):
+            for i in indices:
+                found[i] = value
+        return dict(zip(indices_by_key, fresh, strict=True))
 
     def _redis_usable(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._redis_down_until

@@ -142,10 +142,6 @@ class VLLMBackend:
     def replica_urls(self) -> list[str]:
         return list(self._replicas)
 
-    @property
-    def pools_replaced(self) -> int:
-        return self._pool.replaced if self._pool is not None else 0
-
     async def start(self) -> None:
         self._pool = PooledSessions(self._options.connections, self._options.keepalive_s)
         # Retries go on a connection of their own: the pooled one may be what failed.
