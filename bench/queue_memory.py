@@ -14,17 +14,18 @@ memory from these bytes per token (docs/deploy.md, "Sizing arithmetic").
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import json
+import os
 import random
 import subprocess
 import sys
 import time
 from array import array
 
+from bench.memory import rss_mb
 from sidecar.config import QWEN3_DEFAULT_INSTRUCTION
+from sidecar.memory import trim_now
 from sidecar.prompt import QwenPromptEncoder
 from sidecar.scoring_types import PreparedPair
 from sidecar.tokenizer import load_tokenizer
@@ -34,20 +35,11 @@ REQUEST_DOCUMENTS = 64
 LAYOUTS = ("array", "list")
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def settle() -> int:
+def settle() -> float:
+    """RSS in bytes once the garbage is given back."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        ctypes.CDLL(libc).malloc_trim(0)
-    return rss_bytes()
+    trim_now()
+    return rss_mb(os.getpid()) * 2**20
 
 
 def fill_queue(layout: str, pairs: int, tokens: int) -> dict[str, float]:

@@ -38,7 +38,8 @@ _lock = threading.Lock()
 _last = 0.0
 
 
-def _trim_now() -> None:
+def trim_now() -> None:
+    """Give free heap pages back to the system now (no-op off glibc or while one runs)."""
     if _trim is not None and _lock.acquire(blocking=False):
         try:
             _trim(0)
@@ -59,4 +60,4 @@ def trim_after_large_request(body_bytes: int) -> None:
 
 
 def _start_trim() -> None:
-    threading.Thread(target=_trim_now, name="malloc-trim", daemon=True).start()
+    threading.Thread(target=trim_now, name="malloc-trim", daemon=True).start()
