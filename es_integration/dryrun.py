@@ -12,6 +12,10 @@ from es_integration.versions import Version
 DEFAULT_OPENSEARCH_VERSION = "3.0.0"
 DEFAULT_ELASTICSEARCH_VERSION = "9.1.0"
 
+# What a distribution's node lists in GET /_nodes/search_pipelines (search-pipeline-common,
+# ml-commons and neural-search processors).
+_REQUEST_PROCESSORS = ("filter_query", "ml_inference", "oversample", "script")
+_RESPONSE_PROCESSORS = ("collapse", "ml_inference", "rename_field", "rerank", "truncate_hits")
 # Two of ML Commons' default trusted endpoints, enough to show they are kept.
 _DEFAULT_TRUSTED = ["^https://api\\.openai\\.com/.*$", "^https://api\\.cohere\\.ai/.*$"]
 
@@ -35,6 +39,12 @@ class EmptyOpenSearch:
         if path == "/_cat/plugins":
             names = ["opensearch-ml", "opensearch-neural-search"]
             return Response(200, [{"name": "node-1", "component": n} for n in names])
+        if path == "/_nodes/search_pipelines":
+            pipelines = {
+                "request_processors": [{"type": name} for name in _REQUEST_PROCESSORS],
+                "response_processors": [{"type": name} for name in _RESPONSE_PROCESSORS],
+            }
+            return Response(200, {"nodes": {"node-1": {"search_pipelines": pipelines}}})
         if path == "/_cluster/settings" and method == "GET":
             defaults: dict[str, Any] = {
                 "plugins.ml_commons.trusted_connector_endpoints_regex": _DEFAULT_TRUSTED,

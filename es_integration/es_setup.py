@@ -30,6 +30,8 @@ NO_SECRET = "unused"
 RERANK_PATH = "/v1/rerank"
 LICENSES = ("enterprise", "trial")
 REQUESTS_PER_MINUTE = 10000
+# The retriever's window when --rerank-window is not given (Elasticsearch's own default is 10).
+DEFAULT_RANK_WINDOW = 50
 
 
 def _endpoint_path(options: Options) -> str:
@@ -77,7 +79,8 @@ def retriever_example(options: Options) -> dict[str, Any]:
                 "field": field,
                 "inference_id": options.names.inference_id,
                 "inference_text": "what the user typed",
-                "rank_window_size": 50,
+                # The top N of the inner retriever are reranked; from/size page through them.
+                "rank_window_size": options.rerank_window or DEFAULT_RANK_WINDOW,
             }
         }
     }

@@ -58,12 +58,20 @@ class Names:
         return f"{self.rerank_connector}-dsl"
 
     @property
+    def window_connector(self) -> str:
+        return f"{self.rerank_connector}-window"
+
+    @property
     def rerank_model(self) -> str:
         return self.model or f"{self.prefix}-rerank"
 
     @property
     def dsl_model(self) -> str:
         return f"{self.rerank_model}-dsl"
+
+    @property
+    def window_model(self) -> str:
+        return f"{self.rerank_model}-window"
 
     @property
     def inference_id(self) -> str:
@@ -86,6 +94,8 @@ class Options:
     timeouts: Timeouts = field(default_factory=Timeouts)
     wait_timeout_s: float = 120.0
     one_to_one: bool = False
+    # Rerank the top N hits and show the page asked for from them (None: the page only).
+    rerank_window: int | None = None
     dry_run: bool = False
     assume_yes: bool = False
     assume_version: str | None = None
@@ -139,6 +149,16 @@ def validate_name(flag: str, value: str) -> str:
     if not _NAME_RE.match(value):
         raise UsageError(f"{flag}: {value!r} must be lowercase letters, digits, '-', '_' or '.'")
     return value
+
+
+# index.max_result_window's default: a wider window would fail every search it rewrites.
+MAX_RERANK_WINDOW = 10_000
+
+
+def validate_rerank_window(window: int | None) -> int | None:
+    if window is not None and not 1 <= window <= MAX_RERANK_WINDOW:
+        raise UsageError(f"--rerank-window must be between 1 and {MAX_RERANK_WINDOW}")
+    return window
 
 
 def validate_instruction(text: str | None) -> str | None:

@@ -38,6 +38,29 @@ def cluster_info(t: Transport) -> ClusterInfo:
     )
 
 
+def search_processors(t: Transport) -> tuple[frozenset[str], frozenset[str]]:
+    """(request, response) search processor types that every node has."""
+    what = "GET /_nodes/search_pipelines"
+    nodes = member(call(t, "GET", "/_nodes/search_pipelines").body, "nodes", dict, what)
+
+    def types(side: str) -> frozenset[str]:
+        per_node = [
+            {
+                str(as_object(processor, what).get("type"))
+                for processor in as_list(
+                    as_object(as_object(node, what).get("search_pipelines", {}), what).get(
+                        side, []
+                    ),
+                    what,
+                )
+            }
+            for node in nodes.values()
+        ]
+        return frozenset(set.intersection(*per_node)) if per_node else frozenset()
+
+    return types("request_processors"), types("response_processors")
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     persistent: dict[str, Any]

@@ -20,6 +20,7 @@ from es_integration.versions import (
 
 RERANK_PATH = "/v1/rerank"  # Cohere-shaped contract (docs/contracts.md §2)
 QUERY_DSL_PATH = "/v1/rerank/query-dsl"  # sidecar/routes_query_dsl.py
+WINDOW_PATH = "/v1/rerank/window"  # sidecar/routes_query_dsl.py, sidecar/rerank_window.py
 SCORE_FIELD = "rerank_sidecar_score"  # written by ml_inference, read and removed by by_field
 CREDENTIAL_KEY = "sidecar_token"
 
@@ -97,6 +98,13 @@ def query_dsl_request_body(options: Options) -> str:
         if options.fields_by_language
         else ""
     )
+    # The page as the client asked for it ($._request is the search before request processors).
+    window = (
+        ', "page": { "from": ${parameters.from}, "size": ${parameters.size}, '
+        '"search_after": ${parameters.search_after}, "window": ' + str(options.rerank_window) + " }"
+        if options.rerank_window
+        else ""
+    )
     return (
         '{ "query": ${parameters.query}, "sort": ${parameters.sort}, "documents": '
         + documents
@@ -104,6 +112,7 @@ def query_dsl_request_body(options: Options) -> str:
         '"fields": '
         + json.dumps(options.fields_by_language.get("default", options.fields))
         + by_language
+        + window
         + _instruction_fragment(options)
         + " }"
     )
@@ -162,6 +171,7 @@ def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
 # Defaults for what a search may lack: with `ignore_missing`, ml_inference leaves out the input
 # of an absent request path, and an unfilled placeholder would fail the call (docs/contracts.md).
 QUERY_DSL_DEFAULTS = {"query": "null", "sort": "null"}
+WINDOW_DEFAULTS = {"from": "null", "size": "null", "search_after": "null"}
 
 
 def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
@@ -175,8 +185,28 @@ def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
         request_body=query_dsl_request_body(options),
         functions={},
     )
-    connector["parameters"] = dict(QUERY_DSL_DEFAULTS)
+    connector["parameters"] = {
+        **QUERY_DSL_DEFAULTS,
+        **(WINDOW_DEFAULTS if options.rerank_window else {}),
+    }
     return connector
+
+
+def window_connector(options: Options, version: Version) -> dict[str, Any]:
+    """Calls of the window request processor: the whole search body (`$`, so a search without
+    `from` or `query` still reads) and the window size, a literal of this set-up."""
+    assert options.rerank_window is not None
+    return _sidecar_connector(
+        options,
+        version,
+        name=options.names.window_connector,
+        purpose="rerank-window rewrites of searches (ml_inference request processor)",
+        path=WINDOW_PATH,
+        request_body='{ "search": ${parameters.search}, "window": '
+        + str(options.rerank_window)
+        + " }",
+        functions={},
+    )
 
 
 def document_selector(fields: list[str]) -> str:
@@ -193,11 +223,43 @@ def document_selector(fields: list[str]) -> str:
     return "$[" + ",".join(f"'{name}'" for name in names) + "]"
 
 
-def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]:
-    return {
+def window_request_processors(window_model_id: str) -> list[dict[str, Any]]:
+    """Fetch the window, remember the page (sidecar/rerank_window.py has the whole design)."""
+    return [
+        {
+            # Factor 1: size is unchanged, but truncate_hits now knows what the client asked
+            # for (original_size), and size is always written out (for the rewrite below).
+            "oversample": {"tag": "rerank-sidecar-page-size", "sample_factor": 1.0}
+        },
+        {
+            "ml_inference": {
+                "tag": "rerank-sidecar-window",
+                "description": "fetch the window from the top; response processors cut the page",
+                "model_id": window_model_id,
+                "function_name": "remote",
+                "input_map": [{"search": "$"}],
+                # `from` is written only where the search has one (absent means 0 anyway).
+                "output_map": [{"from": "from", "size": "size"}],
+                "full_response_path": False,
+                "ignore_missing": True,
+                # Sidecar down: the search runs as sent and the client gets its usual page.
+                "ignore_failure": True,
+            }
+        },
+    ]
+
+
+def ml_inference_pipeline(
+    options: Options, dsl_model_id: str, window_model_id: str | None = None
+) -> dict[str, Any]:
+    window_input = (
+        {name: f"$._request.{name}" for name in WINDOW_DEFAULTS} if window_model_id else {}
+    )
+    pipeline: dict[str, Any] = {
         "description": managed(
             "reranks the hits of plain query-DSL searches through the sidecar "
             "(ml_inference writes a score, rerank by_field sorts by it)"
+            + (f"; the top {options.rerank_window} are reranked" if window_model_id else "")
         ),
         "response_processors": [
             {
@@ -212,6 +274,7 @@ def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]
                             # A sorted search is answered 422 client_sort and keeps its order.
                             "sort": "$._request.sort",
                             "documents": document_selector(options.fields),
+                            **window_input,
                         }
                     ],
                     "output_map": [
@@ -240,6 +303,13 @@ def ml_inference_pipeline(options: Options, dsl_model_id: str) -> dict[str, Any]
             },
         ],
     }
+    if window_model_id:
+        pipeline["request_processors"] = window_request_processors(window_model_id)
+        # No target_size: the client's size, recorded by oversample.
+        pipeline["response_processors"].append(
+            {"truncate_hits": {"tag": "rerank-sidecar-page", "ignore_failure": True}}
+        )
+    return pipeline
 
 
 def ml_opensearch_pipeline(options: Options, rerank_model_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from es_integration import os_api, os_models, os_pipelines, os_record, os_settings
 from es_integration import os_resources as res
-from es_integration.errors import UsageError
+from es_integration.errors import SetupError, UsageError
 from es_integration.options import Options, is_private_endpoint
 from es_integration.os_detect import PREDICT_PERMISSION, ClusterFacts, detect
 from es_integration.session import Session
@@ -50,11 +50,21 @@ def setup(session: Session) -> None:
         if options.private_endpoint is not None
         else is_private_endpoint(sidecar_url)
     )
-    if options.fields_by_language and facts.mechanism != "ml_inference":
-        raise UsageError(
-            f"--fields-by-language needs OpenSearch 2.19.1 or 3.0+ (the ml_inference pipeline); "
-            f"this cluster is {facts.version}"
-        )
+    for flag, wanted in (
+        ("--fields-by-language", options.fields_by_language),
+        ("--rerank-window", options.rerank_window),
+    ):
+        if wanted and facts.mechanism != "ml_inference":
+            raise UsageError(
+                f"{flag} needs OpenSearch 2.19.1 or 3.0+ (the ml_inference pipeline); "
+                f"this cluster is {facts.version}"
+            )
+    if options.rerank_window:
+        if options.one_to_one:
+            raise UsageError(
+                "--rerank-window reorders a search's hits together: not with --one-to-one"
+            )
+        check_window_processors(session)
     record = os_record.ensure(session, facts, settings)
     os_settings.apply(session, record, settings, facts, private)
     rerank_model = _connector_and_model(
@@ -77,9 +87,24 @@ def setup(session: Session) -> None:
             names.dsl_model,
             "rerank through the sidecar, query taken from the search request",
         )
+        window_model = None
+        if options.rerank_window:
+            window_model = _connector_and_model(
+                session,
+                record,
+                res.window_connector(options, facts.version),
+                names.window_model,
+                "rerank window: rewrites a search to fetch the top N hits from the first",
+            )
         os_pipelines.ensure_pipeline(
-            session, names.main_pipeline, res.ml_inference_pipeline(options, dsl_model)
+            session,
+            names.main_pipeline,
+            res.ml_inference_pipeline(options, dsl_model, window_model),
         )
+        if window_model is None:
+            # Left by a run with --rerank-window: the pipeline no longer uses it.
+            os_models.remove_models(session, record, [names.window_model])
+            os_models.remove_connectors(session, [names.window_connector])
         os_pipelines.ensure_pipeline(
             session, names.ext_pipeline, res.ml_opensearch_pipeline(options, rerank_model)
         )
@@ -89,10 +114,27 @@ def setup(session: Session) -> None:
         )
         # Left by a run that chose ml_inference here (an older release on 2.18.0/2.19.0).
         os_pipelines.remove_pipeline(session, names.ext_pipeline)
-        os_models.remove_models(session, record, [names.dsl_model])
-        os_models.remove_connectors(session, [names.dsl_connector])
+        os_models.remove_models(session, record, [names.dsl_model, names.window_model])
+        os_models.remove_connectors(session, [names.dsl_connector, names.window_connector])
     os_pipelines.attach_indices(session, record, names.main_pipeline)
     usage_notes(session, facts)
+
+
+WINDOW_PROCESSORS = (("request", "oversample"), ("request", "ml_inference"),
+                     ("response", "truncate_hits"))  # fmt: skip
+
+
+def check_window_processors(session: Session) -> None:
+    """The rerank window needs oversample and truncate_hits (the search-pipeline-common module,
+    in every OpenSearch distribution but not in every hand-assembled node)."""
+    request, response = os_api.search_processors(session.t)
+    have = {"request": request, "response": response}
+    missing = [f"{name} ({side})" for side, name in WINDOW_PROCESSORS if name not in have[side]]
+    if missing:
+        raise SetupError(
+            f"--rerank-window needs the search processors {', '.join(missing)} on every node "
+            "(module search-pipeline-common, part of the OpenSearch distribution)"
+        )
 
 
 def _connector_and_model(

@@ -44,15 +44,19 @@ def status(session: Session) -> None:
     # The pipeline side exists once setup had fields; then every piece is required.
     wired = bool(record.state.indices)
     inference = facts.mechanism == "ml_inference"
+    main_pipeline = os_api.get_pipeline(t, names.main_pipeline)
+    # A rerank window is the only request processor setup puts in the pipeline.
+    windowed = bool(main_pipeline and main_pipeline.get("request_processors"))
     one_doc_per_call = False
     for name, required in (
         (names.rerank_connector, True),
         (names.dsl_connector, wired and inference),
+        (names.window_connector, windowed),
     ):
         found = [c for c in os_api.find_connectors(t, name) if c.get("name") == name]
         if found and name == names.dsl_connector:
             one_doc_per_call = "[${parameters.documents}]" in _request_body(found[0])
-        if found or required or inference:
+        if found or required or (inference and name != names.window_connector):
             report.add(
                 "connector",
                 name,
@@ -61,10 +65,14 @@ def status(session: Session) -> None:
                 id=str(found[0]["_id"]) if found else None,
             )
     models: dict[str, str] = {}
-    for name, required in ((names.rerank_model, True), (names.dsl_model, wired and inference)):
+    for name, required in (
+        (names.rerank_model, True),
+        (names.dsl_model, wired and inference),
+        (names.window_model, windowed),
+    ):
         found = os_api.find_models(t, name, record.group_id)
         if not found:
-            if required or inference:
+            if required or (inference and name != names.window_model):
                 report.add("model", name, "failed" if required else "absent", "missing")
             continue
         model_id = str(found[0]["_id"])
@@ -75,7 +83,8 @@ def status(session: Session) -> None:
         models[name] = model_id
     pipelines = [names.main_pipeline] + ([names.ext_pipeline] if inference else [])
     for name in pipelines:
-        present = os_api.get_pipeline(t, name) is not None
+        body = main_pipeline if name == names.main_pipeline else os_api.get_pipeline(t, name)
+        present = body is not None
         report.add(
             "search pipeline",
             name,
@@ -125,6 +134,22 @@ def _test_predictions(session: Session, models: dict[str, str], one_doc_per_call
             for batch in batches
         ]
         _report_prediction(session, "test rerank (_predict query DSL)", responses, started)
+    if names.window_model in models:
+        started = time.monotonic()
+        search = {"query": {"match": {"text": TEST_QUERY}}, "from": 10, "size": 10}
+        response = os_api.predict_remote(
+            session.t, models[names.window_model], {"search": json.dumps(search)}
+        )
+        plan = window_plan(response.body) if response.ok else None
+        elapsed = f"{(time.monotonic() - started) * 1000:.0f} ms"
+        session.report.add(
+            "test rerank window (_predict)",
+            "",
+            "ok" if plan is not None and plan.get("from") == 0 else "failed",
+            f"page 2 rewritten to {plan} in {elapsed}"
+            if plan is not None
+            else f"HTTP {response.status}: {snippet(response.body)}",
+        )
 
 
 def _report_prediction(
@@ -150,6 +175,15 @@ def _report_prediction(
         "ok" if good else "failed",
         f"scores {[round(s, 4) for s in scores]} in {elapsed}",
     )
+
+
+def window_plan(body: Any) -> dict[str, Any] | None:
+    """The sidecar's rewrite (`from`, `size`) from a _predict answer of the window model."""
+    try:
+        data_map = body["inference_results"][0]["output"][0]["dataAsMap"]
+        return {key: data_map[key] for key in ("from", "size")}
+    except (KeyError, TypeError, IndexError):
+        return None
 
 
 def prediction_scores(body: Any) -> list[float] | None:

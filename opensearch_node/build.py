@@ -2,8 +2,9 @@
 
 Layout of the result (what the integ-test zip lacks is added the way the full distribution has it):
 `lib/`, `bin/`, `config/` from the integ-test zip; `modules/transport-netty4` (in the zip),
-`modules/lang-painless` and `modules/analysis-common` (jars plus a descriptor and policy written
-here); `plugins/<name>/` for each plugin zip (flat zips, unpacked as they are). Facts:
+`modules/lang-painless`, `modules/analysis-common` and, where Maven Central has it,
+`modules/search-pipeline-common` (jars plus a descriptor and policy written here);
+`plugins/<name>/` for each plugin zip (flat zips, unpacked as they are). Facts:
 docs/contracts.md §9.
 """
 
@@ -23,7 +24,7 @@ from opensearch_node.errors import NodeError
 
 POM = Path(__file__).with_name("pom.xml")
 CHECKSUMS = Path(__file__).with_name("checksums")
-DEFAULT_VERSION = "2.19.1"
+DEFAULT_VERSION = "2.19.6"
 # Plugins load in dependency order: each names the one it extends.
 PLUGIN_ZIPS = (
     "opensearch-job-scheduler",
@@ -68,6 +69,16 @@ ANALYSIS_COMMON = Module(
     ),
     extends="lang-painless",
 )
+# oversample, truncate_hits and script: what a rerank window needs (es_integration --rerank-window).
+SEARCH_PIPELINE_COMMON = Module(
+    name="search-pipeline-common",
+    description="Modules for search pipelines",
+    main_class_candidates=(
+        "org.opensearch.search.pipeline.common.SearchPipelineCommonModulePlugin",
+    ),
+    extends="lang-painless",
+)
+MODULES = (LANG_PAINLESS, ANALYSIS_COMMON, SEARCH_PIPELINE_COMMON)
 
 
 def cache_root() -> Path:
@@ -123,9 +134,12 @@ def _resolve(version: str, into: Path) -> None:
     # job-scheduler 2.19.1.0), so Maven's strict policy cannot apply to them: versions with
     # recorded SHA-256 sums are checked against those, any other version with --strict-checksums.
     pins = pinned_checksums(version)
+    # Recorded versions list what Maven Central has; search-pipeline-common is absent for some.
+    without_spc = pins is not None and _module_jar(SEARCH_PIPELINE_COMMON, version) not in pins
     command = [
         "mvn", "-B", "-q", "-Dstyle.color=never", "-f", str(POM),
         *([] if pins else ["--strict-checksums"]),
+        *(["-Dno.search.pipeline.common"] if without_spc else []),
         f"-Dopensearch.version={version}",
         "dependency:copy-dependencies", f"-DoutputDirectory={into}",
     ]  # fmt: skip
@@ -173,22 +187,32 @@ def _assemble(version: str, artifacts: Path, home: Path) -> None:
     for script in (home / "bin").iterdir():
         script.chmod(0o755)
 
-    module_jars = {ANALYSIS_COMMON.name: [artifacts / f"analysis-common-{version}.jar"]}
-    module_jars[LANG_PAINLESS.name] = [
-        jar for jar in artifacts.glob("*.jar") if jar not in module_jars[ANALYSIS_COMMON.name]
+    # Each single-jar module gets its jar; lang-painless gets the rest (its runtime libraries).
+    single = {
+        module: artifacts / _module_jar(module, version)
+        for module in MODULES
+        if module is not LANG_PAINLESS and (artifacts / _module_jar(module, version)).is_file()
+    }
+    module_jars = {module: [jar] for module, jar in single.items()}
+    module_jars[LANG_PAINLESS] = [
+        jar for jar in artifacts.glob("*.jar") if jar not in single.values()
     ]
-    for module in (LANG_PAINLESS, ANALYSIS_COMMON):
-        _install_module(home / "modules" / module.name, module, module_jars[module.name], version)
+    for module, jars in module_jars.items():
+        _install_module(home / "modules" / module.name, module, jars, version)
 
     for name in PLUGIN_ZIPS:
         _install_plugin(home / "plugins", artifacts / f"{name}-{version}.0.zip", version)
+
+
+def _module_jar(module: Module, version: str) -> str:
+    return f"{module.name}-{version}.jar"
 
 
 def _install_module(target: Path, module: Module, jars: list[Path], version: str) -> None:
     target.mkdir(parents=True)
     for jar in jars:
         shutil.copy2(jar, target / jar.name)
-    main_jar = target / f"{module.name}-{version}.jar"
+    main_jar = target / _module_jar(module, version)
     with zipfile.ZipFile(main_jar) as archive:
         names = set(archive.namelist())
     classname = next(

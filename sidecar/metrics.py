@@ -35,6 +35,18 @@ class Metrics:
             ["language"],
             registry=r,
         )
+        self.window_plans = Counter(
+            "rerank_window_plans",
+            "Searches the rerank window rewrote ('windowed') or left alone (why)",
+            ["decision"],
+            registry=r,
+        )
+        self.window_fallbacks = Counter(
+            "rerank_window_fallbacks",
+            "Windowed searches answered in their own order because scoring failed",
+            ["error"],
+            registry=r,
+        )
         self.deduplicated_pairs = Counter(
             "rerank_deduplicated_pairs",
             "Pairs answered by an identical pair another request was scoring",

@@ -13,8 +13,13 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from sidecar.config import Settings
-from sidecar.routes_query_dsl import QUERY_DSL_PATH
-from sidecar.schemas import QueryDslRerankRequest, RerankRequest, TextDocument
+from sidecar.routes_query_dsl import QUERY_DSL_PATH, WINDOW_PATH
+from sidecar.schemas import (
+    QueryDslRerankRequest,
+    RerankRequest,
+    TextDocument,
+    WindowPlanRequest,
+)
 
 RERANK_PATHS = ("/v1/rerank", "/v2/rerank", "/rerank")
 
@@ -50,7 +55,15 @@ class RerankResponse(BaseModel):
 
 class QueryDslRerankResponse(BaseModel):
     scores: list[float] = Field(description="one score per document, in document order")
-    query_text: str = Field(description="the text taken out of the query DSL")
+    query_text: str | None = Field(
+        None, description="the text taken out of the query DSL (absent: the order was kept)"
+    )
+
+
+class WindowPlanResponse(BaseModel):
+    from_: int = Field(alias="from", description="the search's new from (0 when windowed)")
+    size: int = Field(description="the search's new size (the window, or more for a late page)")
+    skipped: str | None = Field(description="why the search was left as it is (null: windowed)")
 
 
 class ErrorDetail(BaseModel):
@@ -68,10 +81,11 @@ class Health(BaseModel):
     reason: str | None = Field(None, description="why the sidecar is not ready")
 
 
-_REQUESTS: tuple[type[BaseModel], ...] = (RerankRequest, QueryDslRerankRequest)
+_REQUESTS: tuple[type[BaseModel], ...] = (RerankRequest, QueryDslRerankRequest, WindowPlanRequest)
 _RESPONSES: tuple[type[BaseModel], ...] = (
     RerankResponse,
     QueryDslRerankResponse,
+    WindowPlanResponse,
     ErrorResponse,
     Health,
 )
@@ -137,6 +151,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "Score hits for OpenSearch's ml_inference processor (query DSL in, one score per hit)",
         QueryDslRerankRequest,
         QueryDslRerankResponse,
+    )
+    paths[WINDOW_PATH] = post(
+        "Rewrite a search for the rerank window (OpenSearch's ml_inference request processor)",
+        WindowPlanRequest,
+        WindowPlanResponse,
     )
     paths["/healthz"] = {"get": {"summary": "The process is alive", "security": [],
                                  "responses": {"200": _json(health, "alive")}}}  # fmt: skip

@@ -52,6 +52,31 @@ class RerankRequest(BaseModel):
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
 
 
+# index.max_result_window's default: a wider window would fail every search it rewrites.
+MAX_RERANK_WINDOW = 10_000
+
+
+class SearchPage(BaseModel):
+    """The page a search asked for, as the client sent it (OpenSearch gives response processors
+    the search from before its request processors), and the set-up's rerank window."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    page_from: int | None = Field(None, alias="from")
+    size: int | None = None
+    search_after: Any = None
+    window: int = Field(ge=1, le=MAX_RERANK_WINDOW)
+
+
+class WindowPlanRequest(BaseModel):
+    """`POST /v1/rerank/window`: the search body as the pipeline's request processor renders it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    search: dict[str, Any]
+    window: int = Field(ge=1, le=MAX_RERANK_WINDOW)
+
+
 class QueryDslRerankRequest(BaseModel):
     """`POST /v1/rerank/query-dsl`: what the connector `es_integration` registers sends."""
 
@@ -66,6 +91,9 @@ class QueryDslRerankRequest(BaseModel):
     fields_by_language: dict[str, list[str]] | None = None
     instruction: str | None = Field(None, min_length=1)
     max_tokens_per_doc: int | None = Field(None, ge=1)
+    # With a rerank window: the documents are the window's hits (when the search was windowed,
+    # sidecar.rerank_window), and the scores put the page asked for first.
+    page: SearchPage | None = None
 
     @field_validator("fields_by_language")
     @classmethod

@@ -1,9 +1,10 @@
 """The real OpenSearch node (started once per session) and what the cluster tests share.
 
-Nothing here is a stand-in: the node is OpenSearch 2.19.1 with ml-commons and neural-search,
-assembled from Maven Central by `opensearch_node`; the sidecars are `python -m sidecar serve`
-subprocesses on loopback in front of the session's real vLLM CPU server (tiny Qwen3); set-up and
-teardown are `python -m es_integration` subprocesses, as a user runs them.
+Nothing here is a stand-in: the node is OpenSearch 2.19.6 with ml-commons, neural-search and
+search-pipeline-common, assembled from Maven Central by `opensearch_node`; the sidecars are
+`python -m sidecar serve` subprocesses on loopback in front of the session's real vLLM CPU server
+(tiny Qwen3); set-up and teardown are `python -m es_integration` subprocesses, as a user runs
+them.
 `RERANK_TEST_OPENSEARCH_VERSION` picks another version (`make test-versions`).
 """
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from es_integration import cli, os_api
+from sidecar.rerank_window import plan
 from tests.es_integration import spec_validator
 from tests.es_integration.fake_opensearch import FakeOpenSearch, serve
 from tests.es_integration.spec_validator import OpenSearchSpec, spec_available
@@ -51,12 +52,15 @@ def _fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def stub_sidecar(url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    """Answers like the sidecar: longer documents score higher (deterministic, text-free)."""
+    """Answers like the sidecar: longer documents score higher (deterministic, text-free); the
+    window rewrite is the sidecar's own."""
     data = json.loads(body)
     if url.endswith("/v1/rerank/query-dsl"):
         docs = [json.dumps(d, sort_keys=True) for d in data["documents"]]
         scores = [round(len(d) / 1000, 6) + 0.001 for d in docs]
         return 200, json.dumps({"scores": scores, "query_text": "stub"}).encode()
+    if url.endswith("/v1/rerank/window"):
+        return 200, json.dumps(plan(data["search"], data["window"]).answer()).encode()
     if url.endswith("/v1/rerank"):
         scores = [round(len(d) / 1000, 6) + 0.001 for d in data["documents"]]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])

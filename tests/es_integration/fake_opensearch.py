@@ -66,6 +66,12 @@ class FakeOpenSearch:
     version: str = "2.19.1"
     spec: OpenSearchSpec | None = None
     plugins: tuple[str, ...] = ("opensearch-ml", "opensearch-neural-search")
+    # GET /_nodes/search_pipelines, per node: a distribution's (a node without the
+    # search-pipeline-common module lacks oversample and truncate_hits).
+    search_processors: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+        (("filter_query", "ml_inference", "oversample", "script"),
+         ("collapse", "ml_inference", "rerank", "truncate_hits")),
+    )  # fmt: skip
     post: sim.HttpPost = sim.urllib_post
     deploy_polls: int = 1  # GETs a model stays DEPLOYING after _deploy
     deploy_fails: bool = False
@@ -162,6 +168,7 @@ class FakeOpenSearch:
         routes: list[tuple[str, str, Any]] = [
             ("GET", r"/", self._info),
             ("GET", r"/_cat/plugins", self._plugins),
+            ("GET", r"/_nodes/search_pipelines", self._search_pipelines),
             ("GET", r"/_cluster/settings", self._get_settings),
             ("PUT", r"/_cluster/settings", self._put_settings),
             ("POST", r"/_plugins/_ml/model_groups/_register", self._register_group),
@@ -226,6 +233,19 @@ class FakeOpenSearch:
 
     def _plugins(self, **_: Any) -> Any:
         return [{"name": "node-1", "component": p, "version": self.version} for p in self.plugins]
+
+    def _search_pipelines(self, **_: Any) -> Any:
+        nodes = {}
+        for number, (request, response) in enumerate(self.search_processors):
+            nodes[f"node-{number + 1}"] = {
+                "name": f"node-{number + 1}",
+                "search_pipelines": {
+                    "request_processors": [{"type": name} for name in request],
+                    "response_processors": [{"type": name} for name in response],
+                },
+            }
+        return {"_nodes": {"total": len(nodes), "successful": len(nodes), "failed": 0},
+                "cluster_name": "fake", "nodes": nodes}  # fmt: skip
 
     def _get_settings(self, params: dict[str, str], **_: Any) -> Any:
         out: dict[str, Any] = {

@@ -7,12 +7,13 @@ operation's and parameters' `x-version-added` / `x-version-removed` against the 
 Responses of the fake cluster are checked against the documented response schemas too.
 
 Known gaps of the spec copy, patched in memory (tests check each gap is still there, so a fixed
-spec shows up): the `ml_inference` search response processor is missing from
-`ResponseProcessor`, and `by_field` from `RerankResponseProcessor` (schemas taken from
-ml-commons `MLInferenceSearchResponseProcessor.Factory` and neural-search
-`RerankProcessorFactory`); `PredictModelOutput` requires `data`, but a remote model without a
-post-process function answers `{"name": "response", "dataAsMap": {...}}` (ml-commons
-`AbstractConnector.parseResponse`, `ModelTensor.toXContent` writes `data` only when set).
+spec shows up): the `ml_inference` search response and request processors are missing from
+`ResponseProcessor` and `RequestProcessor`, and `by_field` from `RerankResponseProcessor`
+(schemas taken from ml-commons `MLInferenceSearchResponseProcessor.Factory` and
+`MLInferenceSearchRequestProcessor.Factory`, and neural-search `RerankProcessorFactory`);
+`PredictModelOutput` requires `data`, but a remote model without a post-process function answers
+`{"name": "response", "dataAsMap": {...}}` (ml-commons `AbstractConnector.parseResponse`,
+`ModelTensor.toXContent` writes `data` only when set).
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ ML_INFERENCE_RESPONSE_PROCESSOR: dict[str, Any] = {
     },
     "required": ["ml_inference"],
 }
+
+# The request processor's factory reads the same keys but `override` and `one_to_one`, plus
+# `query_template`.
+ML_INFERENCE_REQUEST_PROCESSOR: dict[str, Any] = copy.deepcopy(ML_INFERENCE_RESPONSE_PROCESSOR)
+_REQUEST_KEYS = ML_INFERENCE_REQUEST_PROCESSOR["properties"]["ml_inference"]["properties"]
+del _REQUEST_KEYS["override"], _REQUEST_KEYS["one_to_one"]
+_REQUEST_KEYS["query_template"] = {"type": "string"}
 
 BY_FIELD_RERANKER: dict[str, Any] = {
     "x-version-added": "2.18",
@@ -144,6 +152,7 @@ class OpenSearchSpec:
     def _patch_gaps(self) -> None:
         schemas = self.doc(self._uri(_PIPELINE_SCHEMAS))["components"]["schemas"]
         schemas["ResponseProcessor"]["oneOf"].append(copy.deepcopy(ML_INFERENCE_RESPONSE_PROCESSOR))
+        schemas["RequestProcessor"]["oneOf"].append(copy.deepcopy(ML_INFERENCE_REQUEST_PROCESSOR))
         schemas["RerankResponseProcessor"]["properties"]["by_field"] = copy.deepcopy(
             BY_FIELD_RERANKER
         )

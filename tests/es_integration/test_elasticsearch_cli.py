@@ -172,3 +172,17 @@ def test_setup_without_a_token_still_sends_secret_parameters(
     calls = len(fake.calls)
     assert run_cli(*args).code == 0
     assert [c[0] for c in fake.calls[calls:]] == ["GET", "GET", "GET"]
+
+
+def test_rerank_window_sets_the_retrievers_rank_window_size(
+    elasticsearch: EsFactory, run_cli: CliRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = elasticsearch(version="9.1.0")
+    for extra, window in (((), 50), (("--rerank-window", "30"), 30)):
+        result = run_cli(*es_setup(url, *extra, "--json"))
+        assert result.code == 0, result.out
+        usage = json.loads(result.out)["usage"]
+        (example,) = usage.values()
+        assert example["retriever"]["text_similarity_reranker"]["rank_window_size"] == window
+    result = run_cli(*es_setup(url, "--rerank-window", "0"))
+    assert result.code == 2 and "--rerank-window" in capsys.readouterr().err

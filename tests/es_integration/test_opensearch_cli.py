@@ -568,3 +568,69 @@ def test_setup_on_2190_removes_what_an_ml_inference_run_left_there(
     assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
     assert snapshot(fake) == before
     assert fake.violations == []
+
+
+def test_rerank_window_adds_the_rewrite_and_the_cut_and_goes_away_cleanly(
+    opensearch: ClusterFactory, run_cli: CliRunner
+) -> None:
+    fake, url = opensearch(version="2.19.1")
+    before = snapshot(fake)
+    result = run_cli(*setup_args(url, "--rerank-window", "50"))
+    assert result.code == 0, result.out
+    pipeline = fake.pipelines["rerank-sidecar"]
+    oversample, rewrite = pipeline["request_processors"]
+    assert oversample == {"oversample": {"tag": "rerank-sidecar-page-size", "sample_factor": 1.0}}
+    window = next(c for c in fake.connectors.values() if c["name"].endswith("-window"))
+    assert window["actions"][0]["url"] == SIDECAR + "/v1/rerank/window"
+    assert json.loads(
+        window["actions"][0]["request_body"].replace("${parameters.search}", "{}")
+    ) == {"search": {}, "window": 50}
+    window_model = next(i for i, m in fake.models.items() if m["name"].endswith("-window"))
+    assert rewrite["ml_inference"]["model_id"] == window_model
+    assert rewrite["ml_inference"]["output_map"] == [{"from": "from", "size": "size"}]
+    assert rewrite["ml_inference"]["ignore_failure"] is True
+    scoring = pipeline["response_processors"][0]["ml_inference"]
+    assert {k: v for k, v in scoring["input_map"][0].items() if k in ("from", "size")} == {
+        "from": "$._request.from",
+        "size": "$._request.size",
+    }
+    assert pipeline["response_processors"][-1] == {
+        "truncate_hits": {"tag": "rerank-sidecar-page", "ignore_failure": True}
+    }
+    dsl = next(c for c in fake.connectors.values() if c["name"].endswith("-dsl"))
+    assert '"page": { "from": ${parameters.from}' in dsl["actions"][0]["request_body"]
+    again = run_cli(*setup_args(url, "--rerank-window", "50", "--json"))
+    assert {c["action"] for c in again.json()["changes"]} <= {"unchanged", "reused"}
+    status = run_cli("opensearch", "status", "--url", url, "--json")
+    assert status.code == 0, status.out
+    pieces = {(c["resource"], c["name"]): c["action"] for c in status.json()["changes"]}
+    assert pieces[("connector", "rerank-sidecar-rerank-window")] == "ok"
+    assert pieces[("model", "rerank-sidecar-rerank-window")] == "ok"
+    assert pieces[("test rerank window (_predict)", "")] == "ok"
+    # Without the flag: the window's connector and model go, the pipeline is the plain one.
+    # The query-DSL connector changes under a deployed model: that asks for --yes.
+    plain = run_cli(*setup_args(url, "--json", "--yes"))
+    assert plain.code == 0, plain.out
+    assert "request_processors" not in fake.pipelines["rerank-sidecar"]
+    assert not any(c["name"].endswith("-window") for c in fake.connectors.values())
+    assert not any(m["name"].endswith("-window") for m in fake.models.values())
+    assert run_cli(*setup_args(url, "--rerank-window", "20", "--yes")).code == 0
+    assert run_cli("opensearch", "teardown", "--url", url, "--yes").code == 0
+    assert snapshot(fake) == before
+
+
+def test_rerank_window_is_refused_where_it_cannot_work(
+    opensearch: ClusterFactory, run_cli: CliRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, old = opensearch(version="2.18.0")
+    result = run_cli(*setup_args(old, "--rerank-window", "50"))
+    assert result.code == 2 and "2.19.1" in result.out + capsys.readouterr().err
+    # A node without search-pipeline-common (one of two here) lacks oversample and truncate_hits.
+    bare = (("filter_query", "ml_inference"), ("ml_inference", "rerank"))
+    full = FakeOpenSearch().search_processors[0]
+    fake, url = opensearch(version="2.19.1", search_processors=(full, bare))
+    result = run_cli(*setup_args(url, "--rerank-window", "50"))
+    assert result.code == 1 and "oversample (request), truncate_hits (response)" in result.out
+    assert fake.connectors == {} and fake.pipelines == {}
+    result = run_cli(*setup_args(url, "--rerank-window", "50", "--one-to-one"))
+    assert result.code == 2 and "--one-to-one" in result.out + capsys.readouterr().err

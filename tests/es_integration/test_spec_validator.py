@@ -77,9 +77,10 @@ def test_validator_rejects(
 def test_raw_spec_still_lacks_what_we_patch(spec: OpenSearchSpec) -> None:
     """When the spec gains these, drop the patches in spec_validator._patch_gaps."""
     raw = OpenSearchSpec(spec_validator.SPEC_DIR, patch_gaps=False)
-    pipeline = {"response_processors": [{"ml_inference": {"model_id": "m"}}]}
-    with pytest.raises(SpecError):
-        raw.validate_request("PUT", "/_search/pipeline/p", {}, pipeline)
+    for side in ("response_processors", "request_processors"):
+        pipeline = {side: [{"ml_inference": {"model_id": "m"}}]}
+        with pytest.raises(SpecError):
+            raw.validate_request("PUT", "/_search/pipeline/p", {}, pipeline)
     schemas = raw.doc(raw._uri("schemas/search_pipeline._common.yaml"))["components"]["schemas"]
     assert "by_field" not in schemas["RerankResponseProcessor"]["properties"]
     output = raw.doc(raw._uri("schemas/ml._common.yaml"))["components"]["schemas"]
