@@ -1,11 +1,13 @@
 """Qwen3-Reranker prompt formatting and token-budget truncation (docs/contracts.md §6).
 
-The ids sent to vLLM must equal the tokenization of the exact formatted text. The head (prefix,
-instruction, query, "<Document>:") is tokenized once per request and each document as " " + text:
-the Qwen pre-tokenizer always splits between the ":" and the space, and the space joins the
-document's first word, so the pieces concatenate to the whole text's ids (a property test checks
-this on random text). The suffix starts with the special token `<|im_end|>`, split off before BPE.
-A document cut at the token limit is cut in the same place as the reference code cuts the pair.
+The ids sent to vLLM must equal the tokenization of the exact formatted text. It is tokenized in
+three pieces that concatenate to the whole text's ids: the instruction's part (prefix,
+instruction, "<Query>:"; once per instruction, cached: it is most of the head), the query's
+(" " + query + "\n<Document>:", once per request) and each document's (" " + text). The Qwen
+pre-tokenizer always splits between a ":" and the space after it, and the space joins the next
+word (a property test checks the pieces against the whole text on random text). The suffix
+starts with the special token `<|im_end|>`, split off before BPE. A document cut at the token
+limit is cut in the same place as the reference code cuts the pair.
 
 With `max_windows` > 1 a document longer than the room left by the query is not cut but split into
 windows of that many tokens overlapping by `window_overlap` tokens, each framed as a pair of its
@@ -19,6 +21,7 @@ writes them out as a JSON list.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from array import array
 from collections.abc import Sequence
@@ -37,10 +40,24 @@ QWEN3_PREFIX = (
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
+# Distinct instructions whose tokens are kept (a set-up has a few; a request may send its own).
+INSTRUCTION_CACHE_SIZE = 64
+
+
 def format_pair(instruction: str, query: str, document: str) -> str:
     """The exact text the Qwen3-Reranker reference code scores."""
     body = f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
     return QWEN3_PREFIX + body + QWEN3_SUFFIX
+
+
+def instruction_part(instruction: str) -> str:
+    """The start of format_pair's text, up to the query's space."""
+    return f"{QWEN3_PREFIX}<Instruct>: {instruction}\n<Query>:"
+
+
+def query_part(query: str) -> str:
+    """format_pair's text from the query's space up to the document's."""
+    return f" {query}\n<Document>:"
 
 
 class QwenPromptEncoder:
@@ -57,6 +74,15 @@ class QwenPromptEncoder:
         self._window_overlap = window_overlap
         self._documents = DocumentTokenCache(document_cache_bytes)
         self._suffix_ids = array("I", tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids)
+        self._instruction_ids = functools.lru_cache(maxsize=INSTRUCTION_CACHE_SIZE)(
+            lambda instruction: self._ids(instruction_part(instruction))
+        )
+
+    def _ids(self, text: str) -> array[int]:
+        # encode_batch_fast releases the GIL (encode does not: a 5 MB query froze the loop).
+        return array(
+            "I", self._tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        )
 
     def encode(
         self,
@@ -67,11 +93,8 @@ class QwenPromptEncoder:
         max_tokens_per_doc: int | None,
         max_windows: int = 1,
     ) -> list[PreparedPair]:
-        head = format_pair(instruction, query, "").removesuffix(" " + QWEN3_SUFFIX)
-        # encode_batch_fast releases the GIL (encode does not: a 5 MB query froze the loop).
-        head_ids = array(
-            "I", self._tokenizer.encode_batch_fast([head], add_special_tokens=False)[0].ids
-        )
+        # Read only: the cached array is shared by every request with this instruction.
+        head_ids = self._instruction_ids(instruction) + self._ids(query_part(query))
         room = self._max_length - len(head_ids) - len(self._suffix_ids)
         if room < 1:
             raise ValidationFailed(
@@ -82,22 +105,22 @@ class QwenPromptEncoder:
         # At most half a window shared: a small max_tokens_per_doc must not make windows of
         # near-copies (an overlap as large as the window would never advance).
         stride = limit - min(self._window_overlap, limit // 2)
-        pairs = []
+        pairs: list[PreparedPair] = []
+
+        def add(token_ids: array[int], truncated: bool, document: int) -> None:
+            key = hashlib.blake2b(token_ids, digest_size=16).digest()
+            pairs.append(PreparedPair(key, len(token_ids), token_ids, truncated, document))
+
         all_ids = self._documents.ids(documents, self._tokenize_documents)
         for document, doc_ids in enumerate(all_ids):
+            if len(doc_ids) <= limit:  # most documents: one window, nothing cut
+                add(head_ids + doc_ids + self._suffix_ids, False, document)
+                continue
             starts = range(0, max(1, len(doc_ids) - (limit - stride)), stride)
             kept = starts[:max_windows]
             for start in kept:
-                token_ids = head_ids + doc_ids[start : start + limit] + self._suffix_ids
-                pairs.append(
-                    PreparedPair(
-                        key=hashlib.blake2b(token_ids.tobytes(), digest_size=16).digest(),
-                        n_tokens=len(token_ids),
-                        payload=token_ids,
-                        truncated=kept[-1] + limit < len(doc_ids),
-                        document=document,
-                    )
-                )
+                window = head_ids + doc_ids[start : start + limit] + self._suffix_ids
+                add(window, kept[-1] + limit < len(doc_ids), document)
         return pairs
 
     def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
