@@ -100,8 +100,10 @@ def query_dsl_request_body(options: Options) -> str:
     )
     # The page as the client asked for it ($._request is the search before request processors).
     window = (
-        ', "page": { "from": ${parameters.from}, "size": ${parameters.size}, '
-        '"search_after": ${parameters.search_after}, "window": ' + str(options.rerank_window) + " }"
+        ', "page": { '
+        + "".join(f'"{key}": ${{parameters.{name}}}, ' for name, key in WINDOW_INPUTS.items())
+        + window_settings(options)
+        + " }"
         if options.rerank_window
         else ""
     )
@@ -171,7 +173,20 @@ def rerank_connector(options: Options, version: Version) -> dict[str, Any]:
 # Defaults for what a search may lack: with `ignore_missing`, ml_inference leaves out the input
 # of an absent request path, and an unfilled placeholder would fail the call (docs/contracts.md).
 QUERY_DSL_DEFAULTS = {"query": "null", "sort": "null"}
-WINDOW_DEFAULTS = {"from": "null", "size": "null", "search_after": "null"}
+# What of the client's search the window decision reads: parameter name -> the search's key.
+WINDOW_INPUTS = {
+    "from": "from",
+    "size": "size",
+    "search_after": "search_after",
+    "track_total_hits": "track_total_hits",
+    "source": "_source",
+}
+WINDOW_DEFAULTS = dict.fromkeys(WINDOW_INPUTS, "null")
+
+
+def window_settings(options: Options) -> str:
+    """The set-up's part of both window calls: the window and the connector's read timeout."""
+    return f'"window": {options.rerank_window}, "budget_s": {options.timeouts.read_s}'
 
 
 def query_dsl_connector(options: Options, version: Version) -> dict[str, Any]:
@@ -202,9 +217,7 @@ def window_connector(options: Options, version: Version) -> dict[str, Any]:
         name=options.names.window_connector,
         purpose="rerank-window rewrites of searches (ml_inference request processor)",
         path=WINDOW_PATH,
-        request_body='{ "search": ${parameters.search}, "window": '
-        + str(options.rerank_window)
-        + " }",
+        request_body='{ "search": ${parameters.search}, ' + window_settings(options) + " }",
         functions={},
     )
 
@@ -253,7 +266,9 @@ def ml_inference_pipeline(
     options: Options, dsl_model_id: str, window_model_id: str | None = None
 ) -> dict[str, Any]:
     window_input = (
-        {name: f"$._request.{name}" for name in WINDOW_DEFAULTS} if window_model_id else {}
+        {name: f"$._request.{key}" for name, key in WINDOW_INPUTS.items()}
+        if window_model_id
+        else {}
     )
     pipeline: dict[str, Any] = {
         "description": managed(

@@ -65,6 +65,7 @@ def setup(session: Session) -> None:
                 "--rerank-window reorders a search's hits together: not with --one-to-one"
             )
         check_window_processors(session)
+        check_result_window(session)
     record = os_record.ensure(session, facts, settings)
     os_settings.apply(session, record, settings, facts, private)
     rerank_model = _connector_and_model(
@@ -137,6 +138,25 @@ def check_window_processors(session: Session) -> None:
         )
 
 
+# The sidecar's default RERANK_MAX_DOCUMENTS: a wider window is answered in BM25's order.
+SIDECAR_MAX_DOCUMENTS = 1000
+
+
+def check_result_window(session: Session) -> None:
+    """A rewritten search fetches N hits: an index whose max_result_window is below N would
+    fail every search, the first page included."""
+    window = session.options.rerank_window
+    assert window is not None
+    for requested in session.options.indices:
+        for index, flat in sorted(os_api.index_settings(session.t, requested).items()):
+            limit = flat.get("index.max_result_window")
+            if limit is not None and int(limit) < window:
+                raise UsageError(
+                    f"--rerank-window {window} is above index.max_result_window ({limit}) of "
+                    f"index {index!r}: every search would fail; use a smaller window"
+                )
+
+
 def _connector_and_model(
     session: Session,
     record: os_record.StateRecord,
@@ -179,6 +199,18 @@ def usage_notes(session: Session, facts: ClusterFacts) -> None:
             "connector retries fire only on the sidecar's throttling answers "
             "(x-amzn-ErrorType header) before OpenSearch 3.8"
         )
+    if options.rerank_window:
+        report.note(
+            f"rerank window {options.rerank_window}: scroll searches are not supported (their "
+            "first batch would be cut to size); a page past the last hit is padded with hits "
+            "of earlier pages"
+        )
+        if options.rerank_window > SIDECAR_MAX_DOCUMENTS:
+            report.note(
+                f"the sidecar scores at most RERANK_MAX_DOCUMENTS ({SIDECAR_MAX_DOCUMENTS} by "
+                "default) documents a call: raise it to the window, or every windowed page "
+                "keeps BM25's order"
+            )
     if facts.secured:
         report.note(
             f"security plugin: search users need the cluster permission {PREDICT_PERMISSION} "

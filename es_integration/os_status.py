@@ -136,7 +136,7 @@ def _test_predictions(session: Session, models: dict[str, str], one_doc_per_call
         _report_prediction(session, "test rerank (_predict query DSL)", responses, started)
     if names.window_model in models:
         started = time.monotonic()
-        search = {"query": {"match": {"text": TEST_QUERY}}, "from": 10, "size": 10}
+        search = {"query": {"match": {"text": TEST_QUERY}}, "size": 10}
         response = os_api.predict_remote(
             session.t, models[names.window_model], {"search": json.dumps(search)}
         )
@@ -145,8 +145,8 @@ def _test_predictions(session: Session, models: dict[str, str], one_doc_per_call
         session.report.add(
             "test rerank window (_predict)",
             "",
-            "ok" if plan is not None and plan.get("from") == 0 else "failed",
-            f"page 2 rewritten to {plan} in {elapsed}"
+            "ok" if plan is not None and plan.get("skipped") is None else "failed",
+            f"first page rewritten to {plan} in {elapsed}"
             if plan is not None
             else f"HTTP {response.status}: {snippet(response.body)}",
         )
@@ -181,7 +181,7 @@ def window_plan(body: Any) -> dict[str, Any] | None:
     """The sidecar's rewrite (`from`, `size`) from a _predict answer of the window model."""
     try:
         data_map = body["inference_results"][0]["output"][0]["dataAsMap"]
-        return {key: data_map[key] for key in ("from", "size")}
+        return {key: data_map[key] for key in ("from", "size", "skipped")}
     except (KeyError, TypeError, IndexError):
         return None
 

@@ -22,16 +22,26 @@ that runs past the last hit is padded with hits of earlier pages.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sidecar.query_dsl import client_sort_keys, query_text
+from sidecar.schemas import format_score
 
 DEFAULT_SIZE = 10  # OpenSearch's, when a search sends no size
+MAX_INT = 2**31 - 1  # from and size are Java ints
 
-Skip = Literal["size_0", "beyond_window", "search_after", "client_sort", "no_query_text"]
+Skip = Literal[
+    "size_0",
+    "beyond_window",
+    "search_after",
+    "client_sort",
+    "no_query_text",
+    "scoring_impossible",
+]
 
 
 @dataclass(frozen=True)
@@ -55,9 +65,9 @@ class Plan:
 
 
 def _whole(value: Any, default: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         return default
-    return int(value)
+    return int(min(value, MAX_INT)) if math.isfinite(value) else MAX_INT
 
 
 def plan(search: dict[str, Any], window: int) -> Plan:
@@ -75,6 +85,9 @@ def plan(search: dict[str, Any], window: int) -> Plan:
         skipped = "client_sort"
     elif not query_text(search.get("query")):
         skipped = "no_query_text"
+    elif search.get("track_total_hits") in (False, -1) or search.get("_source") is False:
+        # rerank by_field fails without a total, and ml_inference without `_source`.
+        skipped = "scoring_impossible"
     if skipped is not None:
         return Plan(start, size, None, skipped)
     page = Page(start, size, window)
@@ -82,8 +95,9 @@ def plan(search: dict[str, Any], window: int) -> Plan:
 
 
 def _as_sorted(scores: Sequence[float]) -> list[float]:
-    # by_field compares Java floats: rank by the same rounding so ties fall the same way.
-    return list(array("f", scores))
+    # by_field compares Java floats of the numbers as written: rank by the same rounding so
+    # ties fall the same way.
+    return list(array("f", (float(format_score(score)) for score in scores)))
 
 
 def _below(value: float) -> float:

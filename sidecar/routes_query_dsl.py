@@ -27,6 +27,7 @@ first page instead of the one it asked for). A page past the window is answered 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -89,6 +90,8 @@ def _windowed_page(body: QueryDslRerankRequest) -> Page | None:
         "from": body.page.page_from,
         "size": body.page.size,
         "search_after": body.page.search_after,
+        "track_total_hits": body.page.track_total_hits,
+        "_source": body.page.source,
         "sort": body.sort,
         "query": body.query,
     }
@@ -124,17 +127,28 @@ async def rerank_query_dsl(request: web.Request) -> web.Response:
     # A windowed search has no sort and has text: plan() skips the others.
     ranked = body.documents if page is None else body.documents[: page.window]
     documents = [document_text(doc, fields) for doc in ranked]
+    # A windowed search must be answered before the connector gives up: its failure would show
+    # the first page.
+    budget = body.page.budget_s if page is not None and body.page is not None else None
     try:
-        result = await request.app[RERANK_SERVICE].score_detailed(
-            text,
-            documents,
-            instruction=body.instruction,
-            max_tokens_per_doc=body.max_tokens_per_doc,
-        )
-    except (Overloaded, BackendUnavailable, DeadlineExceeded, PayloadTooLarge) as error:
+        async with asyncio.timeout(None if budget is None else max(0.5, budget - 1.0)):
+            result = await request.app[RERANK_SERVICE].score_detailed(
+                text,
+                documents,
+                instruction=body.instruction,
+                max_tokens_per_doc=body.max_tokens_per_doc,
+            )
+    except (
+        Overloaded,
+        BackendUnavailable,
+        DeadlineExceeded,
+        PayloadTooLarge,
+        TimeoutError,
+    ) as error:
         if page is None:
             raise
-        request.app[METRICS].window_fallbacks.labels(error.error_type).inc()
+        kind = getattr(error, "error_type", "timeout")
+        request.app[METRICS].window_fallbacks.labels(kind).inc()
         keep = rerank_window.keep_order_scores(len(body.documents), page)
         return json_response(_scores_answer(keep, degraded=True))
     scores = (

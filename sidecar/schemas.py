@@ -62,10 +62,14 @@ class SearchPage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    page_from: int | None = Field(None, alias="from")
-    size: int | None = None
+    page_from: Any = Field(None, alias="from")
+    size: Any = None
     search_after: Any = None
+    track_total_hits: Any = None
+    source: Any = Field(None, alias="_source")
     window: int = Field(ge=1, le=MAX_RERANK_WINDOW)
+    # The connector's read timeout: a windowed search is answered in its own order before it.
+    budget_s: float | None = Field(None, gt=0)
 
 
 class WindowPlanRequest(BaseModel):

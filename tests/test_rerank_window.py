@@ -7,6 +7,7 @@ the real pipeline on the real node.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from array import array
 from collections.abc import AsyncIterator, Sequence
@@ -65,6 +66,10 @@ def test_plan_fetches_the_window_from_the_top() -> None:
         ({"query": QUERY, "sort": [{"price": {"order": "desc"}}]}, "client_sort"),
         ({"query": {"match_all": {}}}, "no_query_text"),
         ({"size": 5}, "no_query_text"),
+        # rerank by_field fails without a total, ml_inference without _source.
+        ({"query": QUERY, "track_total_hits": False}, "scoring_impossible"),
+        ({"query": QUERY, "track_total_hits": -1}, "scoring_impossible"),
+        ({"query": QUERY, "_source": False}, "scoring_impossible"),
     ],
 )
 def test_plan_leaves_searches_it_cannot_rerank_as_they_are(
@@ -73,6 +78,11 @@ def test_plan_leaves_searches_it_cannot_rerank_as_they_are(
     result = plan({**search, "from": search.get("from", 3)}, 50)
     assert result.page is None and result.skipped == skipped
     assert (result.from_, result.size) == (search.get("from", 3), search.get("size", 10))
+
+
+def test_numbers_beyond_a_java_int_are_clamped_not_a_500() -> None:
+    huge = plan({"query": QUERY, "from": 1e20, "size": float("inf")}, 50)
+    assert huge.answer() == {"from": 2**31 - 1, "size": 2**31 - 1, "skipped": "beyond_window"}
 
 
 @given(
@@ -224,6 +234,26 @@ async def test_searches_outside_the_window_keep_the_plain_behaviour(
     status, answer = await post(server, QUERY_DSL_PATH, body)
     assert status == 422 and answer["error"]["type"] == "client_sort"
     assert len(scorer.calls) == 1
+
+
+async def test_a_windowed_search_is_answered_before_the_connector_gives_up(
+    app: tuple[TestServer, Scorer, Metrics],
+) -> None:
+    server, scorer, metrics = app
+    never = asyncio.Event()
+
+    async def stuck(*args: Any, **kwargs: Any) -> ScoreResult:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    scorer.score_detailed = stuck  # type: ignore[method-assign]
+    # budget_s 1: the sidecar answers after max(0.5, 1 - 1) s, in the search's own order.
+    status, answer = await post(
+        server, QUERY_DSL_PATH, hits_body(50, {"from": 20, "size": 10, "budget_s": 1})
+    )
+    assert status == 200 and answer["degraded"] is True
+    assert shown(answer["scores"], 10) == list(range(20, 30))
+    assert metrics.window_fallbacks.labels("timeout")._value.get() == 1
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,8 @@ def test_pages_are_slices_of_one_ranking(
     # A page across the window's end: its reranked part, then BM25's order.
     assert search(cluster, 45, 10) == ranking[45:55]
     assert search(cluster, 7, 3) == ranking[7:10]
+    # A _source filter keeps the window (hits without a field are scored without it).
+    assert search(cluster, 10, 10, _source=["title", "body"]) == ranking[10:20]
     metrics = read_metrics_sync(embedded_sidecar_process.url)
     assert metrics['rerank_window_plans_total{decision="windowed"}'] >= 7
     assert metrics['rerank_window_plans_total{decision="beyond_window"}'] >= 1
@@ -147,8 +149,11 @@ def test_scores_and_totals_are_the_searchs_own(cluster: Cluster, windowed: dict[
         {"query": QUERY, "sort": [{"_doc": "desc"}]},
         {"query": {"match_all": {}}},
         {"query": QUERY, "size": 0, "aggs": {"n": {"terms": {"field": "_index"}}}},
+        # by_field fails without a total or without the fields: not rewritten, not page 1.
+        {"query": QUERY, "track_total_hits": False},
+        {"query": QUERY, "_source": False},
     ],
-    ids=["sorted", "no-text", "size-0"],
+    ids=["sorted", "no-text", "size-0", "no-total", "no-source"],
 )
 def test_searches_it_cannot_rerank_get_their_usual_page(
     cluster: Cluster, windowed: dict[str, Any], body: dict[str, Any]

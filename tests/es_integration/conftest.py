@@ -60,7 +60,8 @@ def stub_sidecar(url: str, headers: dict[str, str], body: bytes) -> tuple[int, b
         scores = [round(len(d) / 1000, 6) + 0.001 for d in docs]
         return 200, json.dumps({"scores": scores, "query_text": "stub"}).encode()
     if url.endswith("/v1/rerank/window"):
-        return 200, json.dumps(plan(data["search"], data["window"]).answer()).encode()
+        answer = plan(data["search"], data["window"]).answer()
+        return 200, json.dumps(answer).encode()
     if url.endswith("/v1/rerank"):
         scores = [round(len(d) / 1000, 6) + 0.001 for d in data["documents"]]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])

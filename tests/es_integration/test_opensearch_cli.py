@@ -584,7 +584,7 @@ def test_rerank_window_adds_the_rewrite_and_the_cut_and_goes_away_cleanly(
     assert window["actions"][0]["url"] == SIDECAR + "/v1/rerank/window"
     assert json.loads(
         window["actions"][0]["request_body"].replace("${parameters.search}", "{}")
-    ) == {"search": {}, "window": 50}
+    ) == {"search": {}, "window": 50, "budget_s": 10}
     window_model = next(i for i, m in fake.models.items() if m["name"].endswith("-window"))
     assert rewrite["ml_inference"]["model_id"] == window_model
     assert rewrite["ml_inference"]["output_map"] == [{"from": "from", "size": "size"}]
@@ -634,3 +634,10 @@ def test_rerank_window_is_refused_where_it_cannot_work(
     assert fake.connectors == {} and fake.pipelines == {}
     result = run_cli(*setup_args(url, "--rerank-window", "50", "--one-to-one"))
     assert result.code == 2 and "--one-to-one" in result.out + capsys.readouterr().err
+    # An index that cannot return 50 hits would fail every rewritten search.
+    small, small_url = opensearch(version="2.19.1")
+    small.indices["products"]["index.max_result_window"] = "30"
+    result = run_cli(*setup_args(small_url, "--rerank-window", "50"))
+    out = result.out + capsys.readouterr().err
+    assert result.code == 2 and "index.max_result_window (30)" in out
+    assert small.pipelines == {}
