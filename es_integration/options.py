@@ -74,6 +74,16 @@ class Names:
         return f"{self.rerank_model}-window"
 
     @property
+    def connectors(self) -> tuple[str, ...]:
+        """Every connector setup may create."""
+        return (self.rerank_connector, self.dsl_connector, self.window_connector)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model setup may register."""
+        return (self.rerank_model, self.dsl_model, self.window_model)
+
+    @property
     def inference_id(self) -> str:
         return self.prefix
 

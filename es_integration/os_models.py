@@ -57,10 +57,9 @@ def _comparable(connector: dict[str, Any], config_keys: list[str]) -> dict[str, 
 
 
 def _models_using(session: Session, record: StateRecord, connector_id: str) -> list[dict[str, Any]]:
-    names = session.options.names
     return [
         model
-        for name in (names.rerank_model, names.dsl_model, names.window_model)
+        for name in session.options.names.models
         for model in os_api.find_models(session.t, name, record.group_id)
         if model.get("connector_id") == connector_id
     ]

@@ -29,12 +29,8 @@ def teardown(session: Session) -> None:
     for name in (names.main_pipeline, names.ext_pipeline):
         os_pipelines.remove_pipeline(session, name)
     if record is not None:
-        os_models.remove_models(
-            session, record, [names.rerank_model, names.dsl_model, names.window_model]
-        )
-    os_models.remove_connectors(
-        session, [names.rerank_connector, names.dsl_connector, names.window_connector]
-    )
+        os_models.remove_models(session, record, list(names.models))
+    os_models.remove_connectors(session, list(names.connectors))
     _restore_cluster_settings(session, state)
     if record is not None:
         os_api.delete_model_group(t, record.group_id)
