@@ -101,6 +101,7 @@ _TABLE = "| setup | req/s | p50 ms | p99 ms | errors | note |\n|---|---:|---:|--
 
 # Each variant adds one lever to the one before; the last is the default configuration.
 _NO_CACHES = ("--document-cache-bytes", "0", "--score-cache-bytes", "0")
+_TOKENIZERS_ONLY = ("--tiktoken-core", "false")
 LEVERS_OFF = (
     "--event-loop",
     "asyncio",
@@ -108,12 +109,14 @@ LEVERS_OFF = (
     "0",
     "--server-timing",
     "false",
+    *_TOKENIZERS_ONLY,
     *_NO_CACHES,
 )
 P1_VARIANTS: dict[str, tuple[str, ...]] = {
     "levers off": LEVERS_OFF,
-    "+ uvloop": ("--tokenize-inline-max-chars", "0", *_NO_CACHES),
-    "+ small requests tokenized inline": _NO_CACHES,
+    "+ uvloop": ("--tokenize-inline-max-chars", "0", *_TOKENIZERS_ONLY, *_NO_CACHES),
+    "+ small requests tokenized inline": (*_TOKENIZERS_ONLY, *_NO_CACHES),
+    "+ tiktoken's BPE core": _NO_CACHES,
     "+ document token cache": ("--score-cache-bytes", "0"),
     "+ score cache (default)": (),
 }

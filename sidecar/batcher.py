@@ -331,6 +331,9 @@ class Batcher:
         cancelled = BackendUnavailable("the backend call was cancelled")
         for slot in batch:
             self._forget_in_flight(slot)
+            # Each slot holds the batch that holds it: without this, ~200 objects a request are
+            # left for the garbage collector's cycle search instead of freed at once.
+            slot.batch = None
             if task.cancelled() and math.isnan(slot.score):
                 for waiter in slot.waiters:
                     waiter.fail(cancelled)

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from sidecar.errors import ValidationFailed
 from sidecar.scoring_types import PreparedPair
 from sidecar.token_cache import DocumentTokenCache
+from sidecar.token_ids import TokenIds
 
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
@@ -68,8 +69,9 @@ class QwenPromptEncoder:
         max_length: int,
         document_cache_bytes: int = 0,
         window_overlap: int = 0,
+        tiktoken_core: bool = True,
     ) -> None:
-        self._tokenizer = tokenizer
+        self._texts = TokenIds(tokenizer, fast=tiktoken_core)
         self._max_length = max_length
         self._window_overlap = window_overlap
         self._documents = DocumentTokenCache(document_cache_bytes)
@@ -79,10 +81,7 @@ class QwenPromptEncoder:
         )
 
     def _ids(self, text: str) -> array[int]:
-        # encode_batch_fast releases the GIL (encode does not: a 5 MB query froze the loop).
-        return array(
-            "I", self._tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
-        )
+        return self._texts.encode([text])[0]
 
     def encode(
         self,
@@ -123,12 +122,12 @@ class QwenPromptEncoder:
                 add(window, kept[-1] + limit < len(doc_ids), document)
         return pairs
 
+    @property
+    def releases_gil(self) -> bool:
+        return not self._texts.fast
+
     def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
         return len(query) + self._documents.missing_chars(documents)
 
     def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
-        # The fast variant skips character offsets, which nothing here needs.
-        encodings = self._tokenizer.encode_batch_fast(
-            [" " + doc for doc in documents], add_special_tokens=False
-        )
-        return [array("I", encoding.ids) for encoding in encodings]
+        return self._texts.encode([" " + doc for doc in documents])

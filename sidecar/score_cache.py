@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PACKED = struct.Struct("<dI?")  # score, tokens of the formatted pair, truncated
-# An entry's own objects (16-byte key, two tuples, float, int) and its OrderedDict link.
-_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + 2 * sys.getsizeof((0.0, 1, True)) + 32 + 28 + 100
+# An entry's own objects (16-byte key, packed value, the LRU's tuple, its float and int) and its
+# OrderedDict link.
+_ENTRY_BYTES = (
+    sys.getsizeof(b"\0" * 16) + sys.getsizeof(b"\0" * _PACKED.size) + 64 + 32 + 28 + 100
+)
 
 
 class ScoredPair(NamedTuple):
@@ -75,7 +78,10 @@ class ScoreCache:
     ) -> None:
         self._metrics = metrics
         self._ttl_s = ttl_s
-        self._memory: BoundedLRU[bytes, ScoredPair] | None = (
+        # Values packed as in Redis: bytes are invisible to the garbage collector, a NamedTuple is
+        # not, and with 250,000 of them each full collection walked them all (in process, a
+        # catalog request cost ~1.0 ms with them, ~0.8 ms without).
+        self._memory: BoundedLRU[bytes, bytes] | None = (
             BoundedLRU(max_bytes, ttl_s=ttl_s, on_evict=metrics.score_cache_evictions.inc)
             if max_bytes >= _ENTRY_BYTES
             else None
@@ -133,7 +139,11 @@ class ScoreCache:
         now = time.monotonic()
         found: list[ScoredPair | None] = [None] * len(keys)
         if self._memory is not None:
-            found = [self._memory.get(key, now) for key in keys]
+            get = self._memory.get
+            for i, key in enumerate(keys):
+                packed = get(key, now)
+                if packed is not None:
+                    found[i] = ScoredPair(*_PACKED.unpack(packed))
         memory_hits = sum(value is not None for value in found)
         redis_hits = 0
         missing = [i for i, value in enumerate(found) if value is None]
@@ -141,11 +151,10 @@ class ScoreCache:
             values = await self._redis_call(self._mget([keys[i] for i in missing]))
             for i, raw in zip(missing, values or (), strict=False):
                 if raw is not None and len(raw) == _PACKED.size:
-                    value = ScoredPair(*_PACKED.unpack(raw))
-                    found[i] = value
+                    found[i] = ScoredPair(*_PACKED.unpack(raw))
                     redis_hits += 1
                     if self._memory is not None:
-                        self._memory.put(keys[i], value, _ENTRY_BYTES, now)
+                        self._memory.put(keys[i], raw, _ENTRY_BYTES, now)
         self._metrics.score_cache_hits.labels("memory").inc(memory_hits)
         self._metrics.score_cache_hits.labels("redis").inc(redis_hits)
         self._metrics.score_cache_misses.inc(len(keys) - memory_hits - redis_hits)
@@ -155,7 +164,7 @@ class ScoreCache:
         if self._memory is not None:
             now = time.monotonic()
             for key, value in zip(keys, values, strict=True):
-                self._memory.put(key, value, _ENTRY_BYTES, now)
+                self._memory.put(key, _PACKED.pack(*value), _ENTRY_BYTES, now)
         if keys and self._redis_usable():
             task = asyncio.create_task(self._store(list(keys), list(values)))
             self._writes.add(task)

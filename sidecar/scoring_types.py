@@ -54,6 +54,12 @@ class PairEncoder(Protocol):
         """How many characters `encode` would tokenize (documents it has cached cost none)."""
         ...
 
+    @property
+    def releases_gil(self) -> bool:
+        """Whether tokenizing lets other threads run (the tokenizers library's batch call does;
+        tiktoken's core does not, so a thread would only add its hand-over)."""
+        ...
+
 
 class Backend(Protocol):
     """Scores batches of prepared pairs; one score per pair, in order."""

@@ -223,9 +223,10 @@ class RerankService:
         )
         size = scorer.encoder.chars_to_tokenize(texts.query, documents)
         with timed("tokenize"):
-            # Inline only for a small request with no other in progress: under load, a thread
-            # lets the Rust tokenizer (which releases the GIL) run beside the loop's own work.
-            if size <= self._policy.tokenize_inline_max_chars and self._admission.requests <= 1:
+            # Inline only for a small request. Under load, a tokenizer that releases the GIL runs
+            # in a thread beside the loop's own work; one that holds it gains nothing there.
+            alone = self._admission.requests <= 1 or not scorer.encoder.releases_gil
+            if size <= self._policy.tokenize_inline_max_chars and alone:
                 pairs = encode()
             else:
                 pairs = await asyncio.to_thread(encode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -11,13 +12,24 @@ def load_tokenizer(model: str) -> Tokenizer:
     """The model's own fast tokenizer, from a directory or a Hugging Face model name.
 
     Truncation and padding saved in tokenizer.json are switched off: token budgets are counted
-    and cut here, and a silent cut inside the tokenizer would break both.
+    and cut here, and a silent cut inside the tokenizer would break both. One object per version
+    of the file: encoders made from it share its tiktoken core (sidecar/token_ids.py), which
+    takes about a second to build.
     """
-    path = Path(model)
-    if path.is_dir():
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    path = Path(model) / "tokenizer.json"
+    if path.parent.is_dir():
+        stat = path.stat()
+        return _load(str(path), (stat.st_mtime_ns, stat.st_size))
+    return _load(model, None)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(source: str, file_version: tuple[int, int] | None) -> Tokenizer:
+    """`file_version` (mtime, size) for a file, None for a model name."""
+    if file_version is None:
+        tokenizer = Tokenizer.from_pretrained(source)
     else:
-        tokenizer = Tokenizer.from_pretrained(model)
+        tokenizer = Tokenizer.from_file(source)
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer

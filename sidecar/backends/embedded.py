@@ -74,6 +74,10 @@ class MiniLMPairEncoder:
     def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
         return len(query) + sum(map(len, documents))
 
+    @property
+    def releases_gil(self) -> bool:
+        return True
+
 
 class MiniLMBackend:
     model_kind = "bi-encoder"

@@ -38,6 +38,7 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
         max_length=settings.max_length,
         document_cache_bytes=settings.document_cache_bytes,
         window_overlap=settings.window_overlap_tokens,
+        tiktoken_core=settings.tiktoken_core,
     )
     if kind == "null":
         from sidecar.backends.null import NullBackend
