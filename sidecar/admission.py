@@ -27,7 +27,7 @@ class Admission:
         self._metrics = metrics
         self._retry_after_s = retry_after_s
         self.pairs = 0
-        self.requests = 0
+        self._in_progress = 0
 
     def would_exceed(self, fraction: float, pairs: int) -> bool:
         """Whether `pairs` more would fill more than `fraction` of the pair bound."""
@@ -35,16 +35,18 @@ class Admission:
 
     @contextmanager
     def admit(self, pairs: int) -> Iterator[None]:
-        if self.requests >= self._max_requests:
-            self._refuse(f"too many requests at once: {self.requests}, limit {self._max_requests}")
+        if self._in_progress >= self._max_requests:
+            self._refuse(
+                f"too many requests at once: {self._in_progress}, limit {self._max_requests}"
+            )
         with self._holding(pairs, "more asked"):
-            self.requests += 1
-            self._metrics.requests_in_progress.set(self.requests)
+            self._in_progress += 1
+            self._metrics.requests_in_progress.set(self._in_progress)
             try:
                 yield
             finally:
-                self.requests -= 1
-                self._metrics.requests_in_progress.set(self.requests)
+                self._in_progress -= 1
+                self._metrics.requests_in_progress.set(self._in_progress)
 
     @contextmanager
     def admit_more(self, pairs: int) -> Iterator[None]:

@@ -138,16 +138,15 @@ class Settings(BaseSettings):
     tiktoken_core: bool = Field(
         True,
         description="Qwen's BPE ids from tiktoken's core (the same ids at about a tenth of the "
-        "CPU; text with special tokens, long text and any other tokenizer still go to the "
-        "tokenizers library); false = the tokenizers library alone",
+        "CPU; text with special tokens, text over 8,192 characters and any other tokenizer "
+        "still go to the tokenizers library); false = the tokenizers library alone",
     )
     tokenize_inline_max_chars: int = Field(
         32768,
         ge=0,
-        description="a request with fewer characters to tokenize is tokenized on the event loop "
-        "(a thread hop costs more than a few documents; ~1.5 ms of the loop with tiktoken's "
-        "core); larger ones, and any while others are in progress when the tokenizer releases "
-        "the GIL, in a thread",
+        description="a request whose tokenizing is at most this many characters of tiktoken's "
+        "work (~1.5 ms; a character the tokenizers library does counts 8) is tokenized on the "
+        "event loop, where a thread's hand-overs would cost more; larger ones in a thread",
     )
     server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
     event_loop: Literal["uvloop", "asyncio"] = Field(

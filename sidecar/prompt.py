@@ -122,12 +122,8 @@ class QwenPromptEncoder:
                 add(window, kept[-1] + limit < len(doc_ids), document)
         return pairs
 
-    @property
-    def releases_gil(self) -> bool:
-        return not self._texts.fast
-
-    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
-        return len(query) + self._documents.missing_chars(documents)
+    def tokenizing_cost(self, query: str, documents: Sequence[str]) -> int:
+        return self._texts.cost([query, *self._documents.missing(documents)])
 
     def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
         return self._texts.encode([" " + doc for doc in documents])

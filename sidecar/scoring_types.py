@@ -50,14 +50,10 @@ class PairEncoder(Protocol):
         max_windows: int = 1,
     ) -> list[PreparedPair]: ...
 
-    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
-        """How many characters `encode` would tokenize (documents it has cached cost none)."""
-        ...
-
-    @property
-    def releases_gil(self) -> bool:
-        """Whether tokenizing lets other threads run (the tokenizers library's batch call does;
-        tiktoken's core does not, so a thread would only add its hand-over)."""
+    def tokenizing_cost(self, query: str, documents: Sequence[str]) -> int:
+        """The tokenizing `encode` would do, in characters as tiktoken's core does them: documents
+        it has cached cost none, a character the tokenizers library does weighs more
+        (sidecar/token_ids.py SLOW_PATH_WEIGHT)."""
         ...
 
 

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 
 from sidecar.lru import BoundedLRU
 
-# The key string's and the bytes' object headers, the LRU's tuple and the OrderedDict link.
-_ENTRY_OVERHEAD = sys.getsizeof("") + sys.getsizeof(b"") + 64 + 100
+# The bytes' object header, the LRU's tuple and the OrderedDict link (the key string is counted
+# whole: a CJK character takes 2 bytes, an emoji 4).
+_ENTRY_OVERHEAD = sys.getsizeof(b"") + 64 + 100
 
 
 class DocumentTokenCache:
@@ -29,12 +30,12 @@ class DocumentTokenCache:
         # Encoders run in worker threads.
         self._lock = threading.Lock()
 
-    def missing_chars(self, documents: Sequence[str]) -> int:
-        """Characters of the documents not cached (what `ids` would tokenize)."""
+    def missing(self, documents: Sequence[str]) -> list[str]:
+        """The documents not cached (what `ids` would tokenize)."""
         if self._cache is None:
-            return sum(map(len, documents))
+            return list(documents)
         with self._lock:
-            return sum(len(document) for document in documents if document not in self._cache)
+            return [document for document in documents if document not in self._cache]
 
     def ids(
         self, documents: Sequence[str], tokenize: Callable[[list[str]], list[array[int]]]
@@ -53,6 +54,6 @@ class DocumentTokenCache:
                     found[i] = ids
                     raw = ids.tobytes()
                     self._cache.put(
-                        documents[i], raw, _ENTRY_OVERHEAD + len(documents[i]) + len(raw)
+                        documents[i], raw, _ENTRY_OVERHEAD + sys.getsizeof(documents[i]) + len(raw)
                     )
         return [ids for ids in found if ids is not None]

@@ -10,11 +10,13 @@ does not do is routed to the tokenizer itself, so every id stays the reference t
 - the normalizer: ASCII text is left as it is (NFC cannot change it); other text goes through the
   tokenizer's own normalizer, not Python's `unicodedata`, whose Unicode version orders some
   combining marks differently;
-- long text: tiktoken holds the GIL while it works (the tokenizer's batch call does not), so text
-  above `max_chars` goes to the tokenizer and the event loop is never held for long.
+- long text (above `max_chars`): it is rare in a catalog, and tiktoken's regex engine recurses on
+  long runs of whitespace (a million spaces overflow its stack and panic), so a bound keeps every
+  call far from that.
 
-`TokenIds` uses tiktoken only for that shape of tokenizer (BPE, byte-level, one Split regex, NFC
-or no normalizer, no truncation or padding); any other does all the work itself. Tests compare the
+`TokenIds` uses tiktoken only for that shape of tokenizer (BPE, byte-level, every byte a token,
+every other token made by one merge listed in token-id order, one Split regex, NFC or no
+normalizer, no truncation or padding); any other does all the work itself. Tests compare the
 two on every vocabulary token, random merges, every code point and random text
 (tests/test_token_ids.py).
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -33,8 +35,11 @@ from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
-# About 0.4 ms of tiktoken's time with the GIL held.
+# About 0.4 ms of tiktoken's time.
 DEFAULT_MAX_CHARS = 8192
+# The tokenizers library's CPU per character against tiktoken's (a 45-word listing: 120-140 us
+# against 14 us): what a character sent to the slow path weighs in `cost`.
+SLOW_PATH_WEIGHT = 8
 
 
 def _byte_of_char() -> dict[str, str]:
@@ -85,12 +90,21 @@ def _unsupported(config: dict[str, Any]) -> str | None:
     ):
         return "pre-tokenizer is not one Split regex followed by byte-level"
     vocab: dict[str, int] = model["vocab"]
+    byte_of = _byte_of_char()
+    if any(token not in vocab for token in byte_of) or any(
+        char not in byte_of for token in vocab for char in token
+    ):
+        return "the vocabulary is not byte-level (a byte missing, or a token outside the bytes)"
     # A merge is a [left, right] pair, or "left right" in older files (no byte-level token
     # holds a space: it is written as "Ġ").
     merged = ["".join(m) if isinstance(m, list) else m.replace(" ", "") for m in model["merges"]]
     merged_ids = [vocab.get(token, -1) for token in merged]
     if -1 in merged_ids or merged_ids != sorted(merged_ids):
         return "merges are not in token-id order (tiktoken ranks merges by token id)"
+    # tiktoken merges any two parts that make a token; the tokenizer only the listed pair. They
+    # agree when each token but the bytes has one listed merge.
+    if len(set(merged_ids)) != len(merged_ids) or len(vocab) != len(byte_of) + len(merged_ids):
+        return "a token without exactly one merge"
     return None
 
 
@@ -102,8 +116,12 @@ class TokenIds:
         self, tokenizer: Tokenizer, *, fast: bool = True, max_chars: int = DEFAULT_MAX_CHARS
     ) -> None:
         self._tokenizer = tokenizer
+        self._normalizer = tokenizer.normalizer
         self._max_chars = max_chars
-        self._core = tiktoken_core(tokenizer) if fast else None
+        # Checked here too: the core is cached per tokenizer object, which could have been set
+        # to cut or pad since.
+        cuts = tokenizer.truncation is not None or tokenizer.padding is not None
+        self._core = tiktoken_core(tokenizer) if fast and not cuts else None
         added = [token.content for token in tokenizer.get_added_tokens_decoder().values()]
         self._added = tuple(added)
         self._added_first_chars = frozenset(token[0] for token in added if token)
@@ -126,16 +144,25 @@ class TokenIds:
                 out[i] = array("I", encoding.ids)
         return [ids for ids in out if ids is not None]
 
+    def cost(self, texts: Iterable[str]) -> int:
+        """The work of `encode(texts)` in characters of tiktoken's: a character the tokenizers
+        library does weighs SLOW_PATH_WEIGHT (all of them when tiktoken is off)."""
+        if self._core is None:
+            return SLOW_PATH_WEIGHT * sum(map(len, texts))
+        return sum(len(text) * (SLOW_PATH_WEIGHT if self._slow(text) else 1) for text in texts)
+
+    def _slow(self, text: str) -> bool:
+        return len(text) > self._max_chars or self._may_hold_added_token(text)
+
     def _fast_ids(self, text: str) -> array[int] | None:
-        if self._core is None or len(text) > self._max_chars or self._may_hold_added_token(text):
+        if self._core is None or self._slow(text):
             return None
-        if not text.isascii():
-            normalizer = self._tokenizer.normalizer
-            if normalizer is not None:
-                text = normalizer.normalize_str(text)
-                if self._may_hold_added_token(text):
-                    return None
         try:
+            if not text.isascii() and self._normalizer is not None:
+                # NFC can lengthen text (U+0958 is two characters after it).
+                text = self._normalizer.normalize_str(text)
+                if self._slow(text):
+                    return None
             return array("I", self._core.encode_ordinary(text))
         except Exception:  # e.g. lone surrogates: the tokenizer decides what they are
             return None
@@ -155,15 +182,18 @@ def tiktoken_core(tokenizer: Tokenizer) -> tiktoken.Encoding | None:
     the tokenizer's own ids."""
     config = orjson.loads(tokenizer.to_str())
     reason = _unsupported(config)
-    if reason is not None:
-        log.info("tokenizing with the tokenizer alone: %s", reason)
-        return None
-    to_bytes = str.maketrans(_byte_of_char())
-    ranks = {
-        token.translate(to_bytes).encode("latin-1"): rank
-        for token, rank in config["model"]["vocab"].items()
-    }
-    pattern = config["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
-    return tiktoken.Encoding(
-        "sidecar-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens={}
-    )
+    if reason is None:
+        to_bytes = str.maketrans(_byte_of_char())
+        ranks = {
+            token.translate(to_bytes).encode("latin-1"): rank
+            for token, rank in config["model"]["vocab"].items()
+        }
+        pattern = config["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
+        try:
+            return tiktoken.Encoding(
+                "sidecar-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens={}
+            )
+        except ValueError as exc:  # a regex tiktoken's engine does not take
+            reason = f"tiktoken refused it: {exc}"
+    log.info("tokenizing with the tokenizer alone: %s", reason)
+    return None

@@ -14,18 +14,19 @@ def load_tokenizer(model: str) -> Tokenizer:
     Truncation and padding saved in tokenizer.json are switched off: token budgets are counted
     and cut here, and a silent cut inside the tokenizer would break both. One object per version
     of the file: encoders made from it share its tiktoken core (sidecar/token_ids.py), which
-    takes about a second to build.
+    takes about a second to build. Callers must not change it (truncation, padding).
     """
     path = Path(model) / "tokenizer.json"
     if path.parent.is_dir():
         stat = path.stat()
-        return _load(str(path), (stat.st_mtime_ns, stat.st_size))
+        # ctime changes with any write, even one that keeps the mtime (`cp -p`).
+        return _load(str(path), (stat.st_ino, stat.st_ctime_ns, stat.st_size))
     return _load(model, None)
 
 
 @functools.lru_cache(maxsize=4)
-def _load(source: str, file_version: tuple[int, int] | None) -> Tokenizer:
-    """`file_version` (mtime, size) for a file, None for a model name."""
+def _load(source: str, file_version: tuple[int, int, int] | None) -> Tokenizer:
+    """`file_version` (inode, ctime, size) for a file, None for a model name."""
     if file_version is None:
         tokenizer = Tokenizer.from_pretrained(source)
     else:

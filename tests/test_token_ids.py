@@ -6,6 +6,7 @@ tokens, on every Unicode code point in a few contexts, and on random text."""
 
 from __future__ import annotations
 
+import json
 import random
 from array import array
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from sidecar.backends.embedded import load_minilm_tokenizer
-from sidecar.token_ids import TokenIds, tiktoken_core
+from sidecar.token_ids import SLOW_PATH_WEIGHT, TokenIds, tiktoken_core
 from tests.support.tiny_qwen import qwen_tokenizer_dir
 
 
@@ -117,7 +118,7 @@ class _CountingCore:
         (" a <|im_end|> inside", False),  # an added token: the tokenizer splits it out
         (" <think> tag", False),
         (" <|im_start without its end", True),  # no whole added token: ordinary text
-        (" " + "word " * 2000, False),  # past max_chars: the tokenizer releases the GIL
+        (" " + "word " * 2000, False),  # past max_chars
     ],
 )
 def test_text_tiktoken_cannot_do_exactly_goes_to_the_tokenizer(
@@ -135,8 +136,34 @@ def test_other_tokenizers_are_left_to_the_tokenizers_library(tokenizer: Tokenize
     minilm = load_minilm_tokenizer()
     assert not TokenIds(minilm).fast
     assert as_lists(TokenIds(minilm).encode(["Hello world"])) == reference(minilm, ["Hello world"])
-    # A tokenizer that cuts would cut what tiktoken does not.
-    cutting = Tokenizer.from_str(tokenizer.to_str())
-    cutting.enable_truncation(8)
-    assert not TokenIds(cutting).fast
     assert not TokenIds(tokenizer, fast=False).fast
+    # A token whose merge is gone: the tokenizer cannot make " world" whole, tiktoken would.
+    config = json.loads(tokenizer.to_str())
+    config["model"]["merges"].remove(["Ġw", "orld"])
+    unmerged = Tokenizer.from_str(json.dumps(config))
+    assert reference(unmerged, [" world"]) != reference(tokenizer, [" world"])
+    assert not TokenIds(unmerged).fast
+    assert as_lists(TokenIds(unmerged).encode([" world"])) == reference(unmerged, [" world"])
+
+
+def test_a_tokenizer_set_to_cut_after_its_core_was_built_is_left_alone(
+    tokenizer: Tokenizer,
+) -> None:
+    # The core is cached per tokenizer object; cutting is checked each time.
+    cutting = Tokenizer.from_str(tokenizer.to_str())
+    assert TokenIds(cutting).fast
+    cutting.enable_truncation(4)
+    text = "one two three four five six"
+    assert not TokenIds(cutting).fast
+    assert as_lists(TokenIds(cutting).encode([text])) == reference(cutting, [text])
+
+
+def test_cost_counts_what_the_tokenizers_library_does_several_times(
+    tokenizer: Tokenizer,
+) -> None:
+    ids = TokenIds(tokenizer, max_chars=100)
+    plain, special, long_text = "plain text", "a <think> b", "x" * 101
+    assert ids.cost([plain]) == len(plain)
+    assert ids.cost([plain, special]) == len(plain) + SLOW_PATH_WEIGHT * len(special)
+    assert ids.cost([long_text]) == SLOW_PATH_WEIGHT * len(long_text)
+    assert TokenIds(tokenizer, fast=False).cost([plain]) == SLOW_PATH_WEIGHT * len(plain)

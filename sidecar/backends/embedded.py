@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from sidecar.errors import BackendUnavailable, DeadlineExceeded
 from sidecar.scoring_types import PreparedPair
+from sidecar.token_ids import SLOW_PATH_WEIGHT
 from sidecar.tokenizer import load_tokenizer
 
 EMBEDDED_MODEL_NAME = "all-MiniLM-L6-v2 (embedded bi-encoder)"
@@ -71,12 +72,9 @@ class MiniLMPairEncoder:
             )
         return pairs
 
-    def chars_to_tokenize(self, query: str, documents: Sequence[str]) -> int:
-        return len(query) + sum(map(len, documents))
-
-    @property
-    def releases_gil(self) -> bool:
-        return True
+    def tokenizing_cost(self, query: str, documents: Sequence[str]) -> int:
+        # All of it by the tokenizers library (WordPiece, with offsets).
+        return SLOW_PATH_WEIGHT * (len(query) + sum(map(len, documents)))
 
 
 class MiniLMBackend:
