@@ -41,9 +41,7 @@ T = TypeVar("T")
 _PACKED = struct.Struct("<dI?")  # score, tokens of the formatted pair, truncated
 # An entry's own objects (16-byte key, packed value, the LRU's tuple, its float and int) and its
 # OrderedDict link.
-_ENTRY_BYTES = (
-    sys.getsizeof(b"\0" * 16) + sys.getsizeof(b"\0" * _PACKED.size) + 64 + 32 + 28 + 100
-)
+_ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof(b"\0" * _PACKED.size) + 64 + 32 + 28 + 100
 
 
 class ScoredPair(NamedTuple):
