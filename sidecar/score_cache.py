@@ -159,12 +159,14 @@ class ScoreCache:
         return found
 
     def put_many(self, keys: Sequence[bytes], values: Sequence[ScoredPair]) -> None:
+        # Packed once for both tiers.
+        packed = [_PACKED.pack(*value) for value in values]
         if self._memory is not None:
             now = time.monotonic()
-            for key, value in zip(keys, values, strict=True):
-                self._memory.put(key, _PACKED.pack(*value), _ENTRY_BYTES, now)
+            for key, raw in zip(keys, packed, strict=True):
+                self._memory.put(key, raw, _ENTRY_BYTES, now)
         if keys and self._redis_usable():
-            task = asyncio.create_task(self._store(list(keys), list(values)))
+            task = asyncio.create_task(self._store(list(keys), packed))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
@@ -249,12 +251,12 @@ class ScoreCache:
         values = await self._redis.mget([self._prefix + key for key in keys])
         return [value if isinstance(value, bytes) else None for value in values]
 
-    async def _store(self, keys: list[bytes], values: list[ScoredPair]) -> None:
+    async def _store(self, keys: list[bytes], packed: list[bytes]) -> None:
         assert self._redis is not None
         ttl_ms = max(1, int(self._ttl_s * 1000))
         pipe = self._redis.pipeline(transaction=False)
-        for key, value in zip(keys, values, strict=True):
-            pipe.set(self._prefix + key, _PACKED.pack(*value), px=ttl_ms)
+        for key, raw in zip(keys, packed, strict=True):
+            pipe.set(self._prefix + key, raw, px=ttl_ms)
         await self._redis_call(pipe.execute())
 
     async def _redis_call(self, call: Awaitable[T]) -> T | None:
