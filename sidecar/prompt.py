@@ -75,7 +75,7 @@ class QwenPromptEncoder:
         self._max_length = max_length
         self._window_overlap = window_overlap
         self._documents = DocumentTokenCache(document_cache_bytes)
-        self._suffix_ids = array("I", tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids)
+        self._suffix_ids = self._ids(QWEN3_SUFFIX)
         self._instruction_ids = functools.lru_cache(maxsize=INSTRUCTION_CACHE_SIZE)(
             lambda instruction: self._ids(instruction_part(instruction))
         )
