@@ -10,7 +10,8 @@ A pair found in either tier is answered from it and never reaches the tokenizer 
 A pair missing from both but already being scored for another request (tokenizing, queued, or in a
 backend call) is awaited, not scored again: the batcher's own dedupe starts only once a pair is
 tokenized, and a hot query's copies arrive while the first is still tokenizing. If the request
-scoring it fails or leaves, its waiters score the pair themselves.
+scoring it fails or leaves, its waiters score the pair themselves; a waiter waits no longer than
+its own request's deadline.
 Scores are deterministic for a model and its input, so a cached score is the score the backend
 would give; the TTL bounds how long one outlives a model redeployed under the same name.
 """
@@ -30,6 +31,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sidecar.config import Settings
+from sidecar.errors import DeadlineExceeded
 from sidecar.lru import BoundedLRU
 from sidecar.metrics import Metrics
 from sidecar.timing import timed
@@ -174,8 +176,11 @@ class ScoreCache:
         self,
         keys: Sequence[bytes],
         score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
+        *,
+        deadline: float,
     ) -> list[ScoredPair]:
-        """Each key's cached score; the others from `score_missing(indices)`, then cached."""
+        """Each key's cached score; the others from `score_missing(indices)`, then cached.
+        Waiting on another request's scoring ends at `deadline` (time.monotonic())."""
         found = await self.get_many(keys)
         owned: dict[bytes, list[int]] = {}
         awaited: dict[bytes, list[int]] = {}
@@ -206,7 +211,7 @@ class ScoreCache:
                 # Waiters read `values`; a key missing there (this request failed) they score.
                 mine.done.set_result(None)
         if joined:
-            await self._join(joined, awaited, found, score_missing)
+            await self._join(joined, awaited, found, score_missing, deadline)
         return [value for value in found if value is not None]
 
     async def _join(
@@ -215,9 +220,16 @@ class ScoreCache:
         awaited: dict[bytes, list[int]],
         found: list[ScoredPair | None],
         score_missing: Callable[[list[int]], Awaitable[list[ScoredPair]]],
+        deadline: float,
     ) -> None:
         """Fill `found` from other requests' scoring; score what they gave up on."""
-        await asyncio.wait({scoring.done for scoring in joined.values()})
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await asyncio.wait({scoring.done for scoring in joined.values()})
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "another request scoring the same documents did not finish in time"
+            ) from None
         orphaned: dict[bytes, list[int]] = {}
         for key, scoring in joined.items():
             value = scoring.values.get(key)

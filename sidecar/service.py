@@ -195,7 +195,7 @@ class RerankService:
                 texts.limits.cache_part,
                 texts.documents,
             )
-            scored = await self._score_cache.score(keys, score_documents)
+            scored = await self._score_cache.score(keys, score_documents, deadline=deadline)
         truncated = sum(pair.truncated for pair in scored)
         self._metrics.truncated_documents.inc(truncated)
         return ScoreResult(

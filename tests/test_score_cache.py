@@ -18,12 +18,15 @@ import pytest
 import redis
 
 from sidecar.config import Settings
+from sidecar.errors import DeadlineExceeded
 from sidecar.lru import BoundedLRU
 from sidecar.metrics import Metrics
 from sidecar.score_cache import ScoreCache, ScoredPair
 from tests.conftest import SidecarFactory, read_metrics
 from tests.support.redis_server import RedisServer, redis_server, start_redis
 
+# A deadline no test reaches (time.monotonic() seconds).
+FAR = float("inf")
 DOCS = [f"product {i}: a waterproof hiking backpack, model {i}" for i in range(20)]
 
 
@@ -150,10 +153,12 @@ async def test_a_pair_another_request_is_scoring_is_awaited_not_scored_again() -
     cache = ScoreCache(metrics=metrics, max_bytes=1 << 20, ttl_s=60)
     keys = ScoreCache.keys("m", "i", "backpack", "None/1", DOCS[:4])
     first_scorer, second_scorer = GatedScorer(), GatedScorer()
-    first = asyncio.create_task(cache.score(keys[:3], first_scorer))
+    first = asyncio.create_task(cache.score(keys[:3], first_scorer, deadline=FAR))
     await first_scorer.called.wait()
     # Its first two documents are being scored for `first`; the last is new, twice.
-    second = asyncio.create_task(cache.score([keys[1], keys[2], keys[3], keys[3]], second_scorer))
+    second = asyncio.create_task(
+        cache.score([keys[1], keys[2], keys[3], keys[3]], second_scorer, deadline=FAR)
+    )
     await second_scorer.called.wait()
     assert second_scorer.asked == [[2]]
     first_scorer.release.set()
@@ -167,9 +172,9 @@ async def test_waiters_score_a_pair_themselves_when_its_request_fails() -> None:
     cache = ScoreCache(metrics=Metrics(), max_bytes=1 << 20, ttl_s=60)
     keys = ScoreCache.keys("m", "i", "backpack", "None/1", DOCS[:2])
     failing, waiting = GatedScorer(fail=True), GatedScorer()
-    first = asyncio.create_task(cache.score(keys, failing))
+    first = asyncio.create_task(cache.score(keys, failing, deadline=FAR))
     await failing.called.wait()
-    second = asyncio.create_task(cache.score(keys, waiting))
+    second = asyncio.create_task(cache.score(keys, waiting, deadline=FAR))
     waiting.release.set()
     failing.release.set()
     with pytest.raises(TimeoutError):
@@ -178,8 +183,23 @@ async def test_waiters_score_a_pair_themselves_when_its_request_fails() -> None:
     assert waiting.asked == [[0, 1]]
     # Nothing is left marked as being scored: a third request is answered from the cache.
     third = GatedScorer()
-    assert [pair.score for pair in await cache.score(keys, third)] == [0.0, 1.0]
+    assert [pair.score for pair in await cache.score(keys, third, deadline=FAR)] == [0.0, 1.0]
     assert third.asked == []
+
+
+async def test_a_waiter_leaves_at_its_own_deadline() -> None:
+    cache = ScoreCache(metrics=Metrics(), max_bytes=1 << 20, ttl_s=60)
+    keys = ScoreCache.keys("m", "i", "backpack", "None/1", DOCS[:2])
+    slow, waiting = GatedScorer(), GatedScorer()
+    first = asyncio.create_task(cache.score(keys, slow, deadline=FAR))
+    await slow.called.wait()
+    # Its deadline has passed: it answers at once instead of waiting on `first`'s backend.
+    with pytest.raises(DeadlineExceeded):
+        await cache.score(keys, waiting, deadline=time.monotonic())
+    assert waiting.asked == []
+    assert not first.done()
+    slow.release.set()
+    assert [pair.score for pair in await first] == [0.0, 1.0]
 
 
 def test_lru_expiry_and_byte_bound() -> None:
