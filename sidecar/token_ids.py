@@ -54,9 +54,8 @@ def _byte_of_char() -> dict[str, str]:
 
 
 def _unsupported(config: dict[str, Any]) -> str | None:
-    """Why tiktoken's core cannot reproduce this tokenizer, or None if it can."""
-    if config.get("truncation") or config.get("padding"):
-        return "the tokenizer cuts or pads (load_tokenizer switches both off)"
+    """Why tiktoken's core cannot reproduce this tokenizer's model and pre-tokenizer, or None
+    if it can. Cutting and padding are the object's state, checked by TokenIds at each use."""
     model = config["model"]
     if model.get("type") != "BPE":
         return "not a BPE model"
@@ -119,8 +118,8 @@ class TokenIds:
         self._tokenizer = tokenizer
         self._normalizer = tokenizer.normalizer
         self._max_chars = max_chars
-        # Checked here too: the core is cached per tokenizer object, which could have been set
-        # to cut or pad since.
+        # The core is the vocabulary and regex alone, cached per tokenizer object; whether the
+        # object cuts or pads (now, not when its core was built) is for this encoder to check.
         cuts = tokenizer.truncation is not None or tokenizer.padding is not None
         self._core = tiktoken_core(tokenizer) if fast and not cuts else None
         added = [token.content for token in tokenizer.get_added_tokens_decoder().values()]
