@@ -29,6 +29,11 @@ class Admission:
         self.pairs = 0
         self._in_progress = 0
 
+    @property
+    def in_progress(self) -> int:
+        """Requests admitted and not yet answered."""
+        return self._in_progress
+
     def would_exceed(self, fraction: float, pairs: int) -> bool:
         """Whether `pairs` more would fill more than `fraction` of the pair bound."""
         return self.pairs + pairs > fraction * self._max_pairs

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
 from sidecar.admission import Admission
-from sidecar.backends.factory import build_backend, build_fallback
+from sidecar.backends.factory import build_backend, build_fallback, build_tokenizer_process
 from sidecar.batcher import Batcher, BatchPolicy
 from sidecar.config import Settings
 from sidecar.errors import BadRequest, RequestTimeout, SidecarError, Unauthorized
@@ -36,6 +36,8 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 # Probes, scrapes and the try-it and docs pages never need the token.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/docs", "/openapi.json"})
 OPEN_PREFIX = "/static/"
+# Loading the tokenizer and building its BPE core take a few seconds in the child.
+TOKENIZER_PROCESS_START_S = 60.0
 
 
 def json_response(
@@ -145,9 +147,9 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
         max_wait_s=settings.max_wait_ms / 1000,
         max_inflight_batches=settings.max_inflight_batches,
     )
-    primary = await _start_scorer(build_backend(settings), policy, metrics)
+    primary = await _start_scorer(build_backend(settings), policy, metrics, settings)
     built = build_fallback(settings)
-    fallback = await _start_scorer(built, policy, metrics) if built else None
+    fallback = await _start_scorer(built, policy, metrics, settings) if built else None
     score_cache = build_score_cache(settings, metrics)
     app[RERANK_SERVICE] = RerankService(
         score_cache=score_cache,
@@ -185,15 +187,25 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
         if scorer is not None:
             await scorer.batcher.stop()
             await scorer.backend.close()
+            if scorer.tokenizer_process is not None:
+                await scorer.tokenizer_process.close()
     if score_cache is not None:
         await score_cache.close()
 
 
 async def _start_scorer(
-    built: tuple[PairEncoder, Backend], policy: BatchPolicy, metrics: Metrics
+    built: tuple[PairEncoder, Backend], policy: BatchPolicy, metrics: Metrics, settings: Settings
 ) -> Scorer:
     encoder, backend = built
     await backend.start()
     batcher = Batcher(backend.score, policy, metrics)
     await batcher.start()
-    return Scorer(encoder=encoder, backend=backend, batcher=batcher)
+    tokenizer_process = build_tokenizer_process(settings, encoder, metrics)
+    if tokenizer_process is not None:
+        await tokenizer_process.start()
+        # Ready means at full capacity; a child that does not come up only costs that capacity.
+        if not await tokenizer_process.wait_ready(TOKENIZER_PROCESS_START_S):
+            log.warning("the tokenizer process is not ready; tokenizing in the sidecar until it is")
+    return Scorer(
+        encoder=encoder, backend=backend, batcher=batcher, tokenizer_process=tokenizer_process
+    )

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         "work (~1.5 ms; a character the tokenizers library does counts 8) is tokenized on the "
         "event loop, where a thread's hand-overs would cost more; larger ones in a thread",
     )
+    tokenizer_process: bool = Field(
+        True,
+        description="tokenize the uncached documents of busy or large requests in a child "
+        "process (another core; same ids); needs the document cache (Qwen backends only)",
+    )
     server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="the event loop of `serve`"

@@ -113,6 +113,16 @@ class Metrics:
             "Scores evicted from the in-process cache to stay within its size",
             registry=r,
         )
+        self.tokenizer_process_documents = Counter(
+            "rerank_tokenizer_process_documents",
+            "Documents tokenized in the tokenizer child process",
+            registry=r,
+        )
+        self.tokenizer_process_failures = Counter(
+            "rerank_tokenizer_process_failures",
+            "Tokenizer child processes that died, stalled or broke the protocol (restarted)",
+            registry=r,
+        )
         self.score_cache_redis_errors = Counter(
             "rerank_score_cache_redis_errors",
             "Redis calls of the score cache that failed or timed out",

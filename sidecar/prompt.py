@@ -125,5 +125,22 @@ class QwenPromptEncoder:
     def tokenizing_cost(self, query: str, documents: Sequence[str]) -> int:
         return self._texts.cost([query, *self._documents.missing(documents)])
 
+    @property
+    def caches_documents(self) -> bool:
+        return self._documents.enabled
+
+    def uncached_documents(self, documents: Sequence[str]) -> list[str]:
+        return self._documents.missing(documents)
+
+    @staticmethod
+    def document_texts(documents: Sequence[str]) -> list[str]:
+        """What is tokenized of each document: the text after "<Document>:", space included."""
+        return [" " + document for document in documents]
+
+    def cache_document_ids(self, documents: Sequence[str], id_bytes: Sequence[bytes]) -> None:
+        """Ids of `document_texts(documents)` tokenized elsewhere (the bytes of 4-byte ids,
+        native order), for `encode` to find."""
+        self._documents.put_many(documents, id_bytes)
+
     def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
-        return self._texts.encode([" " + doc for doc in documents])
+        return self._texts.encode(self.document_texts(documents))

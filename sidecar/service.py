@@ -22,6 +22,7 @@ from sidecar.metrics import Metrics
 from sidecar.score_cache import ScoreCache, ScoredPair
 from sidecar.scoring_types import Backend, PairEncoder, ScoreResult
 from sidecar.timing import record_since_start, timed
+from sidecar.tokenizer_process import TokenizerProcess
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Scorer:
     encoder: PairEncoder
     backend: Backend
     batcher: Batcher
+    # Tokenizes the encoder's uncached documents in a child process (Qwen encoders only).
+    tokenizer_process: TokenizerProcess | None = None
 
     def unavailable_reason(self) -> str | None:
         if not self.batcher.running:
@@ -223,6 +226,13 @@ class RerankService:
         )
         cost = scorer.encoder.tokenizing_cost(texts.query, documents)
         with timed("tokenize"):
+            # With other requests in progress, or much to do, the documents go to the tokenizer
+            # process (another core); the query, and anything it could not do, stays here.
+            if scorer.tokenizer_process is not None and (
+                cost > self._policy.tokenize_inline_max_chars or self._admission.in_progress > 1
+            ):
+                await scorer.tokenizer_process.prefill(documents, deadline)
+                cost = scorer.encoder.tokenizing_cost(texts.query, documents)
             # Small work on the loop, even under load: a thread's hand-overs cost more (at c=16,
             # fresh documents: 226 req/s in a thread, 320 on the loop). Larger work in a thread,
             # so no request holds the loop for long.

