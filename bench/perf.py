@@ -17,7 +17,7 @@ import os
 import random
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,8 +239,10 @@ def process_cpu_s(pid: int) -> float:
     process) or reaped (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     seconds = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return seconds + sum(process_cpu_s(int(child)) for child in children)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with suppress(OSError):  # it may have ended since
+            seconds += process_cpu_s(int(child))
+    return seconds
 
 
 def _cpu(measured: Measured) -> str:

@@ -36,8 +36,6 @@ DRAINING = web.AppKey("draining", asyncio.Event)
 # Probes, scrapes and the try-it and docs pages never need the token.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/", "/docs", "/openapi.json"})
 OPEN_PREFIX = "/static/"
-# Loading the tokenizer and building its BPE core take a few seconds in the child.
-TOKENIZER_PROCESS_START_S = 60.0
 
 
 def json_response(
@@ -185,10 +183,12 @@ async def scoring_pipeline(app: web.Application) -> AsyncIterator[None]:
     yield
     for scorer in (primary, fallback):
         if scorer is not None:
-            await scorer.batcher.stop()
-            await scorer.backend.close()
-            if scorer.tokenizer_process is not None:
-                await scorer.tokenizer_process.close()
+            try:
+                await scorer.batcher.stop()
+                await scorer.backend.close()
+            finally:
+                if scorer.tokenizer_process is not None:
+                    await scorer.tokenizer_process.close()
     if score_cache is not None:
         await score_cache.close()
 
@@ -202,10 +202,9 @@ async def _start_scorer(
     await batcher.start()
     tokenizer_process = build_tokenizer_process(settings, encoder, metrics)
     if tokenizer_process is not None:
+        # Ready means at full capacity; a child that does not come up only costs that capacity
+        # (logged; it is started again later).
         await tokenizer_process.start()
-        # Ready means at full capacity; a child that does not come up only costs that capacity.
-        if not await tokenizer_process.wait_ready(TOKENIZER_PROCESS_START_S):
-            log.warning("the tokenizer process is not ready; tokenizing in the sidecar until it is")
     return Scorer(
         encoder=encoder, backend=backend, batcher=batcher, tokenizer_process=tokenizer_process
     )

@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     )
     tokenizer_process: bool = Field(
         True,
-        description="tokenize the uncached documents of busy or large requests in a child "
-        "process (another core; same ids); needs the document cache (Qwen backends only)",
+        description="encode the pairs of a request in a child process (another core; the same "
+        "encoder and settings, so the same pairs) while other requests are in progress or when "
+        "its tokenizing is over --tokenize-inline-max-chars (Qwen backends)",
     )
     server_timing: bool = Field(True, description="Server-Timing header on rerank responses")
     event_loop: Literal["uvloop", "asyncio"] = Field(

@@ -25,6 +25,7 @@ import functools
 import hashlib
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
@@ -32,6 +33,7 @@ from sidecar.errors import ValidationFailed
 from sidecar.scoring_types import PreparedPair
 from sidecar.token_cache import DocumentTokenCache
 from sidecar.token_ids import TokenIds
+from sidecar.tokenizer import load_tokenizer
 
 QWEN3_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query "
@@ -125,22 +127,25 @@ class QwenPromptEncoder:
     def tokenizing_cost(self, query: str, documents: Sequence[str]) -> int:
         return self._texts.cost([query, *self._documents.missing(documents)])
 
-    @property
-    def caches_documents(self) -> bool:
-        return self._documents.enabled
-
-    def uncached_documents(self, documents: Sequence[str]) -> list[str]:
-        return self._documents.missing(documents)
-
-    @staticmethod
-    def document_texts(documents: Sequence[str]) -> list[str]:
-        """What is tokenized of each document: the text after "<Document>:", space included."""
-        return [" " + document for document in documents]
-
-    def cache_document_ids(self, documents: Sequence[str], id_bytes: Sequence[bytes]) -> None:
-        """Ids of `document_texts(documents)` tokenized elsewhere (the bytes of 4-byte ids,
-        native order), for `encode` to find."""
-        self._documents.put_many(documents, id_bytes)
-
     def _tokenize_documents(self, documents: list[str]) -> list[array[int]]:
-        return self._texts.encode(self.document_texts(documents))
+        return self._texts.encode([" " + doc for doc in documents])
+
+
+@dataclass(frozen=True)
+class QwenEncoderOptions:
+    """A QwenPromptEncoder's settings: the sidecar and its tokenizer process build the same one."""
+
+    model: str
+    max_length: int
+    document_cache_bytes: int
+    window_overlap: int
+    tiktoken_core: bool
+
+    def build(self) -> QwenPromptEncoder:
+        return QwenPromptEncoder(
+            load_tokenizer(self.model),
+            max_length=self.max_length,
+            document_cache_bytes=self.document_cache_bytes,
+            window_overlap=self.window_overlap,
+            tiktoken_core=self.tiktoken_core,
+        )

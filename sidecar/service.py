@@ -224,22 +224,30 @@ class RerankService:
             max_tokens_per_doc=texts.limits.max_tokens_per_doc,
             max_windows=texts.limits.windows,
         )
-        cost = scorer.encoder.tokenizing_cost(texts.query, documents)
+        inline_max = self._policy.tokenize_inline_max_chars
         with timed("tokenize"):
-            # With other requests in progress, or much to do, the documents go to the tokenizer
-            # process (another core); the query, and anything it could not do, stays here.
-            if scorer.tokenizer_process is not None and (
-                cost > self._policy.tokenize_inline_max_chars or self._admission.in_progress > 1
+            pairs = None
+            # With other requests in progress, or much to do, in the tokenizer process (another
+            # core; at c=1 its round trip would only add latency).
+            process = scorer.tokenizer_process
+            if process is not None and (
+                self._admission.in_progress > 1
+                or scorer.encoder.tokenizing_cost(texts.query, documents) > inline_max
             ):
-                await scorer.tokenizer_process.prefill(documents, deadline)
+                pairs = await process.encode(
+                    texts.query,
+                    documents,
+                    instruction=texts.instruction,
+                    max_tokens_per_doc=texts.limits.max_tokens_per_doc,
+                    max_windows=texts.limits.windows,
+                    deadline=deadline,
+                )
+            if pairs is None:
+                # Small work on the loop, even under load: a thread's hand-overs cost more (at
+                # c=16, fresh documents: 226 req/s in a thread, 320 on the loop). Larger work in
+                # a thread, so no request holds the loop for long.
                 cost = scorer.encoder.tokenizing_cost(texts.query, documents)
-            # Small work on the loop, even under load: a thread's hand-overs cost more (at c=16,
-            # fresh documents: 226 req/s in a thread, 320 on the loop). Larger work in a thread,
-            # so no request holds the loop for long.
-            if cost <= self._policy.tokenize_inline_max_chars:
-                pairs = encode()
-            else:
-                pairs = await asyncio.to_thread(encode)
+                pairs = encode() if cost <= inline_max else await asyncio.to_thread(encode)
         # Windows beyond one per document take room in the queue like any pair.
         with self._admission.admit_more(len(pairs) - len(documents)):
             scores = await scorer.batcher.score(pairs, deadline=deadline)

@@ -30,10 +30,6 @@ class DocumentTokenCache:
         # Encoders run in worker threads.
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        return self._cache is not None
-
     def missing(self, documents: Sequence[str]) -> list[str]:
         """The documents not cached (what `ids` would tokenize)."""
         if self._cache is None:
@@ -53,15 +49,11 @@ class DocumentTokenCache:
         missing = [i for i, ids in enumerate(found) if ids is None]
         if missing:
             fresh = tokenize([documents[i] for i in missing])
-            for i, ids in zip(missing, fresh, strict=True):
-                found[i] = ids
-            self.put_many([documents[i] for i in missing], [ids.tobytes() for ids in fresh])
+            with self._lock:
+                for i, ids in zip(missing, fresh, strict=True):
+                    found[i] = ids
+                    raw = ids.tobytes()
+                    self._cache.put(
+                        documents[i], raw, _ENTRY_OVERHEAD + sys.getsizeof(documents[i]) + len(raw)
+                    )
         return [ids for ids in found if ids is not None]
-
-    def put_many(self, documents: Sequence[str], id_bytes: Sequence[bytes]) -> None:
-        """Keep each document's ids, as the bytes of 4-byte ids (a child process sends them so)."""
-        if self._cache is None:
-            return
-        with self._lock:
-            for document, raw in zip(documents, id_bytes, strict=True):
-                self._cache.put(document, raw, _ENTRY_OVERHEAD + sys.getsizeof(document) + len(raw))

@@ -1,28 +1,40 @@
-"""Documents tokenized in a child process, so BPE runs on another core than the event loop.
+"""Pairs encoded in a child process, so tokenizing runs on another core than the event loop.
 
 Under load the sidecar is one busy Python thread. A worker thread does not help: tiktoken gives
 the GIL back during each document, but taking it back beside a busy loop waits, and at c=16
-tokenizing in a thread measured slower than on the loop. A child process with the same tokenizer
-(sidecar/token_ids.py, so the same ids) takes the uncached documents of a busy or large request;
-their ids go into the encoder's document token cache, where its `encode` finds them.
+tokenizing in a thread measured slower than on the loop. A child process runs the same prompt
+encoder (sidecar/prompt.py, built from the same settings, with its own document token cache) and
+sends back each pair's key, length, document, truncation flag and ids: the pairs the sidecar
+would have built itself.
 
-Protocol on the child's stdin and stdout, one answer per call and in order: the child writes
-`READY` once its tokenizer is loaded; a call is `<count, text bytes>` (two little-endian u32),
-each text's byte length (u32 each), then the UTF-8 texts back to back; the answer is `<count, id
-bytes>`, each text's id count (u32 each), then the ids (u32 each) back to back.
+Protocol on the child's stdin and stdout, one answer per call and in order. The child writes
+`READY` once its encoder is built. A call is a header `<sequence, count, text bytes,
+max_tokens_per_doc (-1: none), max_windows>` (little-endian), each text's byte length (u32), then
+the UTF-8 texts back to back: the instruction, the query, the documents. The answer is
+`<sequence, pairs, id bytes>`, a record per pair `<16-byte key, tokens, document, truncated>`,
+then the ids (u32) back to back; or `<sequence, ERROR, 0>` when the encoder refused the request
+(the sidecar then encodes it itself, and raises the same error). An answer whose sequence or
+documents do not match its call is a broken child.
 
-A child that dies, stalls for `stall_s`, or answers out of protocol is killed and started again
-after `restart_s`. Until then, and for the requests that were waiting on it, documents are
-tokenized in the sidecar as without the process: never a failed request. Logged once per
-failure, counted.
+A child that dies, makes no progress for `stall_s` while calls wait, breaks the protocol, or is
+not ready within `ready_s` is killed and started again after a delay that doubles with each
+failure in a row (1 s up to 30 s). Meanwhile, and for the requests that were waiting on it,
+pairs are encoded in the sidecar as without the process: never a failed request. Each failure is
+logged and counted. A call waits at most until its request's deadline, and none is made while
+`MAX_PENDING` calls wait: a slow child sheds work back to the sidecar instead of adding latency.
+The child ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too): it
+ends when its input closes, and the kernel kills it if the sidecar dies first.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
+import os
 import signal
 import struct
 import sys
@@ -31,45 +43,69 @@ from array import array
 from collections.abc import Sequence
 
 from sidecar.metrics import Metrics
-from sidecar.prompt import QwenPromptEncoder
+from sidecar.prompt import QwenEncoderOptions
+from sidecar.scoring_types import PreparedPair
 
 log = logging.getLogger(__name__)
 
 READY = b"READY\n"
-_HEADER = struct.Struct("<II")
-# A call whose answer takes this long means a stuck child (50 documents take ~1 ms).
+_CALL = struct.Struct("<IIIiI")
+_ANSWER = struct.Struct("<III")
+_PAIR = struct.Struct("<16sII?")
+ERROR = 0xFFFFFFFF
+# No answer for this long while calls wait means a stuck child (50 documents take ~1 ms).
 STALL_S = 2.0
+# Loading the tokenizer and building its BPE core take about a second.
+READY_S = 60.0
 RESTART_S = 1.0
+MAX_RESTART_S = 30.0
+# Calls waiting on the child; beyond, requests encode in the sidecar.
+MAX_PENDING = 64
+_PR_SET_PDEATHSIG = 1
+
+
+class _Call:
+    __slots__ = ("answer", "documents", "sequence")
+
+    def __init__(self, sequence: int, documents: int) -> None:
+        self.sequence = sequence
+        self.documents = documents
+        self.answer: asyncio.Future[list[PreparedPair] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
 
 
 class TokenizerProcess:
     def __init__(
         self,
-        encoder: QwenPromptEncoder,
-        model: str,
+        options: QwenEncoderOptions,
         *,
-        tiktoken_core: bool,
         metrics: Metrics,
         stall_s: float = STALL_S,
+        ready_s: float = READY_S,
         restart_s: float = RESTART_S,
     ) -> None:
-        self._encoder = encoder
         self._command = [
             sys.executable,
             "-m",
             "sidecar.tokenizer_process",
-            model,
-            "--tiktoken-core" if tiktoken_core else "--no-tiktoken-core",
+            *_arguments(options),
+            f"--parent-pid={os.getpid()}",
         ]
         self._metrics = metrics
         self._stall_s = stall_s
+        self._ready_s = ready_s
         self._restart_s = restart_s
+        self._failures_in_a_row = 0
         self._child: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        # Answers come in call order: one future per call, oldest first.
-        self._pending: collections.deque[asyncio.Future[list[bytes]]] = collections.deque()
+        # Answers come in call order: one entry per call, oldest first.
+        self._pending: collections.deque[_Call] = collections.deque()
+        self._sequence = 0
+        # When the child last answered, or was given work while it had none.
+        self._progress_at = 0.0
         self._start_after = 0.0
         self._closed = False
 
@@ -77,37 +113,45 @@ class TokenizerProcess:
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
     async def start(self) -> None:
-        """Start the child; calls are taken once it says it is ready. A child that cannot be
-        started is logged and tried again after `restart_s`."""
+        """Start the child and wait until it is ready to take calls; one that cannot be started
+        or is not ready within `ready_s` counts as failed (started again later)."""
         self._ready.clear()
         try:
-            self._child = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 *self._command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                # A request's texts are at most the body size; the answer is read by length.
+                # Answers are read by length, not by line.
                 limit=1 << 20,
             )
         except OSError as exc:
-            self._start_after = time.monotonic() + self._restart_s
-            log.warning("could not start the tokenizer process: %s; tokenizing in the sidecar", exc)
+            self._failed(None, f"could not start it: {exc}")
             return
-        self._reader = asyncio.create_task(self._read(self._child), name="tokenizer-process")
+        self._child = child
+        self._reader = asyncio.create_task(self._read(child), name="tokenizer-process")
+        if not await self._wait_for_ready(self._ready_s):
+            self._failed(child, f"not ready within {self._ready_s:g} s")
 
     async def wait_ready(self, timeout_s: float) -> bool:
-        """Whether the child is ready to take calls within `timeout_s` (False at once if it
-        failed first)."""
+        """Whether a child is ready to take calls within `timeout_s`, one being started
+        included (False at once if it failed first)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 if self._starting is not None:
                     await asyncio.shield(self._starting)
-                if self._reader is not None and not self._ready.is_set():
-                    ready = asyncio.ensure_future(self._ready.wait())
-                    try:
-                        await asyncio.wait({ready, self._reader}, return_when="FIRST_COMPLETED")
-                    finally:
-                        ready.cancel()
+        return await self._wait_for_ready(0 if self._starting else timeout_s)
+
+    async def _wait_for_ready(self, timeout_s: float) -> bool:
+        reader = self._reader
+        if reader is not None and not self._ready.is_set():
+            ready = asyncio.ensure_future(self._ready.wait())
+            await asyncio.wait({ready, reader}, timeout=timeout_s, return_when="FIRST_COMPLETED")
+            ready.cancel()
         return self._ready.is_set()
 
     async def close(self) -> None:
@@ -117,9 +161,9 @@ class TokenizerProcess:
         child, self._child = self._child, None
         if self._reader is not None:
             self._reader.cancel()
+        self._fail_pending()
         if child is None:
             return
-        self._fail_pending()
         if child.stdin is not None:
             child.stdin.close()  # the child exits at the end of its input
         try:
@@ -128,29 +172,47 @@ class TokenizerProcess:
             child.kill()
             await child.wait()
 
-    async def prefill(self, documents: Sequence[str], deadline: float) -> None:
-        """Put the ids of the encoder's uncached `documents` into its cache, from the child.
-        Does nothing when the child is not ready or fails: the encoder then tokenizes them."""
-        missing = self._encoder.uncached_documents(documents)
-        if not missing or not self._usable():
-            return
-        texts = self._encoder.document_texts(missing)
-        answer = self._call(texts)
-        started = time.monotonic()
+    async def encode(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str,
+        max_tokens_per_doc: int | None,
+        max_windows: int,
+        deadline: float,
+    ) -> list[PreparedPair] | None:
+        """The pairs the sidecar's encoder would build, from the child; None when the child is
+        not ready, busy, fails, or refused the request (the caller then encodes them itself)."""
+        now = time.monotonic()
+        child = self._child
+        if not self._usable() or len(self._pending) >= MAX_PENDING or deadline <= now:
+            return None
+        assert child is not None
+        call = self._call(
+            child,
+            [instruction, query, *documents],
+            -1 if max_tokens_per_doc is None else max_tokens_per_doc,
+            max_windows,
+        )
+        if call is None:
+            return None
         try:
-            async with asyncio.timeout(min(self._stall_s, deadline - started)):
-                ids = await answer
+            async with asyncio.timeout(min(self._stall_s, deadline - now)):
+                pairs = await call.answer
         except TimeoutError:
-            if time.monotonic() - started >= self._stall_s:
-                self._failed(f"no answer within {self._stall_s:g} s")
-            return
+            # A child busy with earlier calls is progressing; one silent this long is stuck.
+            if time.monotonic() - self._progress_at >= self._stall_s:
+                self._failed(child, f"no answer for {self._stall_s:g} s")
+            return None
         except _ChildGone:
-            return
-        self._encoder.cache_document_ids(missing, ids)
-        self._metrics.tokenizer_process_documents.inc(len(missing))
+            return None
+        if pairs is not None:
+            self._metrics.tokenizer_process_documents.inc(len(documents))
+        return pairs
 
     def _usable(self) -> bool:
-        """Ready now; if there is no child, one is started in the background when it is time."""
+        """Ready now; without a child, one is started in the background once it is due."""
         if (
             self._child is None
             and self._starting is None
@@ -166,15 +228,30 @@ class TokenizerProcess:
         finally:
             self._starting = None
 
-    def _call(self, texts: list[str]) -> asyncio.Future[list[bytes]]:
-        assert self._child is not None and self._child.stdin is not None
+    def _call(
+        self,
+        child: asyncio.subprocess.Process,
+        texts: list[str],
+        max_tokens_per_doc: int,
+        max_windows: int,
+    ) -> _Call | None:
+        assert child.stdin is not None
+        # JSON strings may hold lone surrogates; the child decodes them back the same way.
         encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
         lengths = array("I", map(len, encoded))
         body = b"".join(encoded)
-        self._child.stdin.write(_HEADER.pack(len(texts), len(body)) + lengths.tobytes() + body)
-        answer: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-        self._pending.append(answer)
-        return answer
+        self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+        header = _CALL.pack(self._sequence, len(texts), len(body), max_tokens_per_doc, max_windows)
+        try:
+            child.stdin.write(header + lengths.tobytes() + body)
+        except Exception as exc:  # a pipe the child has just closed
+            self._failed(child, f"{type(exc).__name__}: {exc}")
+            return None
+        if not self._pending:
+            self._progress_at = time.monotonic()
+        call = _Call(self._sequence, len(texts) - 2)
+        self._pending.append(call)
+        return call
 
     async def _read(self, child: asyncio.subprocess.Process) -> None:
         assert child.stdout is not None
@@ -184,33 +261,37 @@ class TokenizerProcess:
                 raise ValueError("the child did not say it was ready")
             self._ready.set()
             while True:
-                count, id_bytes = _HEADER.unpack(await stdout.readexactly(_HEADER.size))
-                counts = array("I")
-                counts.frombytes(await stdout.readexactly(4 * count))
-                body = await stdout.readexactly(id_bytes)
-                if 4 * sum(counts) != id_bytes or not self._pending:
-                    raise ValueError("an answer that does not match a call")
-                # Each text's ids as the bytes the document cache keeps.
-                out, start = [], 0
-                for n in counts:
-                    out.append(body[start : start + 4 * n])
-                    start += 4 * n
-                answer = self._pending.popleft()
-                if not answer.done():  # its request may have left
-                    answer.set_result(out)
+                sequence, count, id_bytes = _ANSWER.unpack(await stdout.readexactly(_ANSWER.size))
+                if not self._pending or self._pending[0].sequence != sequence:
+                    raise ValueError(f"answer {sequence} does not match the oldest call")
+                call = self._pending.popleft()
+                pairs = None
+                if count != ERROR:
+                    records = await stdout.readexactly(_PAIR.size * count)
+                    ids = await stdout.readexactly(id_bytes)
+                    pairs = _pairs(records, ids, call.documents)
+                self._progress_at = time.monotonic()
+                self._failures_in_a_row = 0
+                if not call.answer.done():  # its request may have left
+                    call.answer.set_result(pairs)
         except (asyncio.IncompleteReadError, ValueError, OSError) as exc:
-            if child is self._child:
-                self._failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            self._failed(child, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
-    def _failed(self, reason: str) -> None:
-        child, self._child = self._child, None
+    def _failed(self, child: asyncio.subprocess.Process | None, reason: str) -> None:
+        """`child` failed (None: it could not be started). One already replaced or closed is
+        not failed again."""
+        if child is not self._child or self._closed:
+            return
+        self._child = None
         self._ready.clear()
-        self._start_after = time.monotonic() + self._restart_s
+        delay = min(MAX_RESTART_S, self._restart_s * 2**self._failures_in_a_row)
+        self._failures_in_a_row += 1
+        self._start_after = time.monotonic() + delay
         self._metrics.tokenizer_process_failures.inc()
         log.warning(
-            "tokenizer process failed (%s); tokenizing in the sidecar, restarting it in %g s",
+            "tokenizer process failed (%s); tokenizing in the sidecar, starting it again in %g s",
             reason,
-            self._restart_s,
+            delay,
         )
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
@@ -220,7 +301,7 @@ class TokenizerProcess:
 
     def _fail_pending(self) -> None:
         while self._pending:
-            answer = self._pending.popleft()
+            answer = self._pending.popleft().answer
             if not answer.done():
                 answer.set_exception(_ChildGone())
                 answer.exception()  # retrieved: its request may have left
@@ -230,32 +311,99 @@ class _ChildGone(Exception):
     pass
 
 
-def _serve(model: str, tiktoken_core: bool) -> None:
-    from sidecar.token_ids import TokenIds
-    from sidecar.tokenizer import load_tokenizer
+def _pairs(records: bytes, ids: bytes, documents: int) -> list[PreparedPair]:
+    pairs = []
+    start = 0
+    for key, tokens, document, truncated in _PAIR.iter_unpack(records):
+        if document >= documents:
+            raise ValueError(f"a pair of document {document} in a call of {documents}")
+        token_ids = array("I")
+        token_ids.frombytes(ids[start : start + 4 * tokens])
+        start += 4 * tokens
+        pairs.append(PreparedPair(key, tokens, token_ids, truncated, document))
+    if start != len(ids):
+        raise ValueError("an answer whose ids do not match its pairs")
+    return pairs
 
-    # Ctrl-C in a terminal reaches the whole process group; the sidecar ends this process by
-    # closing its input, after the requests in flight.
+
+def _serve(options: QwenEncoderOptions, parent_pid: int) -> None:
+    # Ended by the sidecar closing its input after the requests in flight, not by a signal to
+    # the whole process group (Ctrl-C, `kill -TERM -<pgid>`); killed if the sidecar dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    token_ids = TokenIds(load_tokenizer(model), fast=tiktoken_core)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the sidecar died before the line above
+        return
+    # The protocol owns the real stdout; a stray print from a library goes to stderr.
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    stdin = sys.stdin.buffer
+    encoder = options.build()
     stdout.write(READY)
     stdout.flush()
-    while header := stdin.read(_HEADER.size):
-        count, text_bytes = _HEADER.unpack(header)
+    while header := stdin.read(_CALL.size):
+        sequence, count, text_bytes, max_tokens_per_doc, max_windows = _CALL.unpack(header)
         lengths = array("I")
         lengths.frombytes(stdin.read(4 * count))
         body = stdin.read(text_bytes)
-        texts, start = [], 0
-        for length in lengths:
-            texts.append(body[start : start + length].decode("utf-8", "surrogatepass"))
-            start += length
-        ids = token_ids.encode(texts)
-        counts = array("I", map(len, ids))
-        id_bytes = b"".join(each.tobytes() for each in ids)
-        stdout.write(_HEADER.pack(count, len(id_bytes)) + counts.tobytes() + id_bytes)
+        try:
+            texts, start = [], 0
+            for length in lengths:
+                texts.append(body[start : start + length].decode("utf-8", "surrogatepass"))
+                start += length
+            instruction, query, *documents = texts
+            pairs = encoder.encode(
+                query,
+                documents,
+                instruction=instruction,
+                max_tokens_per_doc=None if max_tokens_per_doc < 0 else max_tokens_per_doc,
+                max_windows=max_windows,
+            )
+        except Exception:  # the sidecar encodes it itself, and answers its error
+            stdout.write(_ANSWER.pack(sequence, ERROR, 0))
+        else:
+            records = b"".join(
+                _PAIR.pack(pair.key, pair.n_tokens, pair.document, pair.truncated) for pair in pairs
+            )
+            id_bytes = b"".join(_payload_bytes(pair) for pair in pairs)
+            stdout.write(_ANSWER.pack(sequence, len(pairs), len(id_bytes)) + records + id_bytes)
         stdout.flush()
 
 
+def _payload_bytes(pair: PreparedPair) -> bytes:
+    assert isinstance(pair.payload, array)
+    return pair.payload.tobytes()
+
+
+def _arguments(options: QwenEncoderOptions) -> list[str]:
+    return [
+        options.model,
+        f"--max-length={options.max_length}",
+        f"--document-cache-bytes={options.document_cache_bytes}",
+        f"--window-overlap={options.window_overlap}",
+        f"--tiktoken-core={'true' if options.tiktoken_core else 'false'}",
+    ]
+
+
+def _main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sidecar.tokenizer_process")
+    parser.add_argument("model")
+    parser.add_argument("--max-length", type=int, required=True)
+    parser.add_argument("--document-cache-bytes", type=int, required=True)
+    parser.add_argument("--window-overlap", type=int, required=True)
+    parser.add_argument("--tiktoken-core", choices=["true", "false"], required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    options = QwenEncoderOptions(
+        model=args.model,
+        max_length=args.max_length,
+        document_cache_bytes=args.document_cache_bytes,
+        window_overlap=args.window_overlap,
+        tiktoken_core=args.tiktoken_core == "true",
+    )
+    _serve(options, args.parent_pid)
+
+
 if __name__ == "__main__":
-    _serve(sys.argv[1], tiktoken_core=sys.argv[2] == "--tiktoken-core")
+    _main(sys.argv[1:])

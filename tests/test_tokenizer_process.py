@@ -1,4 +1,4 @@
-"""The tokenizer child process: the sidecar's own ids, no request lost to a child that dies or
+"""The tokenizer child process: the sidecar's own pairs, no request lost to a child that dies or
 stalls, and no child left behind by a sidecar that stops. Real child processes and signals."""
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from sidecar.backends.embedded import MiniLMPairEncoder, load_minilm_tokenizer
 from sidecar.backends.factory import build_tokenizer_process
 from sidecar.config import Settings
 from sidecar.metrics import Metrics
-from sidecar.prompt import QwenPromptEncoder
-from sidecar.tokenizer import load_tokenizer
+from sidecar.prompt import QwenEncoderOptions, QwenPromptEncoder
+from sidecar.scoring_types import PreparedPair
 from sidecar.tokenizer_process import TokenizerProcess
 from tests.conftest import SidecarFactory, read_metrics
 from tests.support.servers import sidecar_process
@@ -35,11 +37,14 @@ TEXTS = [
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
-def encoder(model_dir: Path, *, tiktoken_core: bool = True) -> QwenPromptEncoder:
-    return QwenPromptEncoder(
-        load_tokenizer(str(model_dir)),
+def options(
+    model_dir: Path, *, tiktoken_core: bool = True, window_overlap: int = 0
+) -> QwenEncoderOptions:
+    return QwenEncoderOptions(
+        model=str(model_dir),
         max_length=4096,
         document_cache_bytes=1 << 22,
+        window_overlap=window_overlap,
         tiktoken_core=tiktoken_core,
     )
 
@@ -47,24 +52,17 @@ def encoder(model_dir: Path, *, tiktoken_core: bool = True) -> QwenPromptEncoder
 @dataclass
 class Child:
     process: TokenizerProcess
-    encoder: QwenPromptEncoder
     metrics: Metrics
 
 
-async def started(model_dir: Path, *, tiktoken_core: bool = True, stall_s: float = 2.0) -> Child:
+async def started(model_dir: Path, *, stall_s: float = 2.0, **option: Any) -> Child:
     metrics = Metrics()
-    pair_encoder = encoder(model_dir, tiktoken_core=tiktoken_core)
     process = TokenizerProcess(
-        pair_encoder,
-        str(model_dir),
-        tiktoken_core=tiktoken_core,
-        metrics=metrics,
-        stall_s=stall_s,
-        restart_s=0,
+        options(model_dir, **option), metrics=metrics, stall_s=stall_s, restart_s=0
     )
     await process.start()
-    assert await process.wait_ready(60)
-    return Child(process, pair_encoder, metrics)
+    assert process.ready
+    return Child(process, metrics)
 
 
 @pytest.fixture
@@ -90,45 +88,79 @@ def failures(metrics: Metrics) -> float:
     return metrics.tokenizer_process_failures._value.get()
 
 
+async def encode_in(
+    child: Child, query: str, documents: list[str], deadline: float = FAR, **limits: Any
+) -> list[PreparedPair] | None:
+    return await child.process.encode(
+        query,
+        documents,
+        instruction=INSTRUCTION,
+        max_tokens_per_doc=limits.get("max_tokens_per_doc"),
+        max_windows=limits.get("max_windows", 1),
+        deadline=deadline,
+    )
+
+
+def encode_here(
+    encoder: QwenPromptEncoder, query: str, documents: list[str], **limits: Any
+) -> list[PreparedPair]:
+    return encoder.encode(
+        query,
+        documents,
+        instruction=INSTRUCTION,
+        max_tokens_per_doc=limits.get("max_tokens_per_doc"),
+        max_windows=limits.get("max_windows", 1),
+    )
+
+
 @pytest.mark.parametrize("tiktoken_core", [True, False])
-async def test_pairs_from_the_childs_ids_equal_the_sidecars_own(
+async def test_the_childs_pairs_are_the_sidecars_own(
     tiny_model_dir: Path, tiktoken_core: bool
 ) -> None:
-    child = await started(tiny_model_dir, tiktoken_core=tiktoken_core)
+    child = await started(tiny_model_dir, tiktoken_core=tiktoken_core, window_overlap=4)
+    own = options(tiny_model_dir, tiktoken_core=tiktoken_core, window_overlap=4).build()
     try:
-        await child.process.prefill(TEXTS, deadline=FAR)
+        # Twice each: the second time from the child's document cache.
+        for query, limits in [
+            ("hiking backpack", {}),
+            ("防水背包", {}),
+            ("hiking backpack", {"max_tokens_per_doc": 16}),
+            ("backpack", {"max_tokens_per_doc": 16, "max_windows": 3}),
+        ] * 2:
+            pairs = await encode_in(child, query, TEXTS, **limits)
+            assert pairs == encode_here(own, query, TEXTS, **limits)
     finally:
         await child.process.close()
-    assert child.encoder.uncached_documents(TEXTS) == []
-    assert child.metrics.tokenizer_process_documents._value.get() == len(TEXTS)
-    own = encoder(tiny_model_dir, tiktoken_core=tiktoken_core)
-    for query in ("hiking backpack", "防水背包"):
-        from_child = child.encoder.encode(
-            query, TEXTS, instruction=INSTRUCTION, max_tokens_per_doc=None
-        )
-        assert from_child == own.encode(
-            query, TEXTS, instruction=INSTRUCTION, max_tokens_per_doc=None
-        )
+    assert child.metrics.tokenizer_process_documents._value.get() == 8 * len(TEXTS)
 
 
-async def test_a_child_killed_during_a_call_costs_no_request(child: Child) -> None:
+async def test_a_request_the_encoder_refuses_is_refused_here_too(child: Child) -> None:
+    query = "backpack " * 5000  # leaves no room for a document within max_length
+    assert await encode_in(child, query, TEXTS[:1]) is None
+    assert failures(child.metrics) == 0
+    # The child goes on: the next call is answered.
+    assert await encode_in(child, "backpack", TEXTS[:1]) is not None
+
+
+async def test_a_child_killed_during_a_call_costs_no_request(
+    child: Child, tiny_model_dir: Path
+) -> None:
     first = child.process.pid
     assert first is not None
     os.kill(first, signal.SIGSTOP)  # it cannot answer before it is killed
-    call = asyncio.create_task(child.process.prefill(TEXTS[:2], deadline=FAR))
+    call = asyncio.create_task(encode_in(child, "backpack", TEXTS[:2]))
     # Callbacks run in order: the call is written before the kill.
     asyncio.get_running_loop().call_soon(os.kill, first, signal.SIGKILL)
     async with asyncio.timeout(30):  # a regression fails here instead of hanging
-        await call  # returns, does not raise: the encoder tokenizes these itself
-    assert child.encoder.uncached_documents(TEXTS[:2]) == TEXTS[:2]
+        assert await call is None  # the sidecar encodes these itself
     assert failures(child.metrics) == 1
-    assert process_gone(first, 10)
+    assert await asyncio.to_thread(process_gone, first, 10)
     # The next call starts a new child (restart_s=0); until it is ready, calls pass.
-    await child.process.prefill(TEXTS[:2], deadline=FAR)
+    assert await encode_in(child, "backpack", TEXTS[:2]) is None
     assert await child.process.wait_ready(60)
     assert child.process.pid not in (None, first)
-    await child.process.prefill(TEXTS[:2], deadline=FAR)
-    assert child.encoder.uncached_documents(TEXTS[:2]) == []
+    own = options(tiny_model_dir).build()
+    assert await encode_in(child, "backpack", TEXTS[:2]) == encode_here(own, "backpack", TEXTS[:2])
 
 
 async def test_a_stalled_child_is_replaced_after_the_stall_bound(tiny_model_dir: Path) -> None:
@@ -138,39 +170,56 @@ async def test_a_stalled_child_is_replaced_after_the_stall_bound(tiny_model_dir:
         assert stalled is not None
         os.kill(stalled, signal.SIGSTOP)
         async with asyncio.timeout(30):
-            await child.process.prefill(TEXTS[:2], deadline=FAR)
-        assert child.encoder.uncached_documents(TEXTS[:2]) == TEXTS[:2]
+            assert await encode_in(child, "backpack", TEXTS[:2]) is None
         assert failures(child.metrics) == 1
-        assert process_gone(stalled, 10)  # killed, not left stopped
+        assert await asyncio.to_thread(process_gone, stalled, 10)  # killed, not left stopped
     finally:
         await child.process.close()
 
 
-async def test_a_call_past_its_deadline_does_not_count_as_a_failure(child: Child) -> None:
+async def test_a_call_past_its_deadline_leaves_the_answers_in_order(
+    child: Child, tiny_model_dir: Path
+) -> None:
     pid = child.process.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
-        await child.process.prefill(TEXTS[:2], deadline=0.0)
+        assert await encode_in(child, "backpack", TEXTS[:2], deadline=0.0) is None
     finally:
         os.kill(pid, signal.SIGCONT)
     assert failures(child.metrics) == 0
     assert child.process.pid == pid
-    # Its late answer goes to nobody; the next call gets its own.
-    await child.process.prefill(TEXTS[2:4], deadline=FAR)
-    assert child.encoder.uncached_documents(TEXTS[2:4]) == []
+    # The late answer goes to nobody; the next call gets its own.
+    own = options(tiny_model_dir).build()
+    assert await encode_in(child, "kettle", TEXTS[2:4]) == encode_here(own, "kettle", TEXTS[2:4])
 
 
-def test_only_a_qwen_encoder_with_a_document_cache_gets_a_child(tiny_model_dir: Path) -> None:
+async def test_concurrent_calls_each_get_their_own_pairs(
+    child: Child, tiny_model_dir: Path
+) -> None:
+    own = options(tiny_model_dir).build()
+    requests = [(f"query {i}", TEXTS[i % 3 : i % 3 + 3]) for i in range(12)]
+    calls = [asyncio.create_task(encode_in(child, q, documents)) for q, documents in requests]
+    # One request leaves while its call is in the child: the answers after it stay in order.
+    asyncio.get_running_loop().call_soon(calls[4].cancel)
+    async with asyncio.timeout(30):
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(answers[4], asyncio.CancelledError)
+    for i, ((query, documents), pairs) in enumerate(zip(requests, answers, strict=True)):
+        if i != 4:
+            assert pairs == encode_here(own, query, documents)
+    assert failures(child.metrics) == 0
+
+
+def test_only_the_qwen_encoder_gets_a_child(tiny_model_dir: Path) -> None:
     settings = Settings(backend="null", model=str(tiny_model_dir))
     metrics = Metrics()
-    assert build_tokenizer_process(settings, encoder(tiny_model_dir), metrics) is not None
+    qwen = options(tiny_model_dir).build()
+    assert build_tokenizer_process(settings, qwen, metrics) is not None
     off = settings.model_copy(update={"tokenizer_process": False})
-    assert build_tokenizer_process(off, encoder(tiny_model_dir), metrics) is None
-    no_cache = QwenPromptEncoder(
-        load_tokenizer(str(tiny_model_dir)), max_length=4096, document_cache_bytes=0
-    )
-    assert build_tokenizer_process(settings, no_cache, metrics) is None
+    assert build_tokenizer_process(off, qwen, metrics) is None
+    minilm = MiniLMPairEncoder(load_minilm_tokenizer())
+    assert build_tokenizer_process(settings, minilm, metrics) is None
 
 
 async def test_a_large_request_is_tokenized_in_the_child(
@@ -199,15 +248,25 @@ def child_of(pid: int) -> int:
     return int(child)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
-def test_the_child_ends_with_the_sidecar(
-    tiny_model_dir: Path, tmp_path: Path, stop: signal.Signals
-) -> None:
-    with sidecar_process(
-        tmp_path / "sidecar.log", "--backend", "null", "--model", str(tiny_model_dir)
-    ) as sidecar:
+@pytest.mark.parametrize(
+    "how",
+    [
+        "SIGTERM to the sidecar",  # it closes the child's input
+        "SIGTERM to the process group",  # the child ignores it and ends with its input
+        "SIGKILL to the sidecar",  # the kernel closes the input
+        "SIGKILL to the sidecar, its child stopped",  # the kernel kills the child
+    ],
+)
+def test_the_child_ends_with_the_sidecar(tiny_model_dir: Path, tmp_path: Path, how: str) -> None:
+    log_path = tmp_path / "sidecar.log"
+    with sidecar_process(log_path, "--backend", "null", "--model", str(tiny_model_dir)) as sidecar:
         tokenizer_child = child_of(sidecar.pid)
-        os.kill(sidecar.pid, stop)
-        # Stopped by SIGTERM, the sidecar closes the child's input; killed, the kernel does.
+        if how.endswith("its child stopped"):
+            os.kill(tokenizer_child, signal.SIGSTOP)
+        if how == "SIGTERM to the process group":
+            os.killpg(sidecar.pid, signal.SIGTERM)  # the sidecar leads its own session
+        else:
+            os.kill(sidecar.pid, signal.SIGKILL if "SIGKILL" in how else signal.SIGTERM)
         assert process_gone(sidecar.pid, 30)
         assert process_gone(tokenizer_child, 30)
+    assert "tokenizer process failed" not in log_path.read_text()

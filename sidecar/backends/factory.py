@@ -6,7 +6,7 @@ import importlib.util
 
 from sidecar.config import Settings
 from sidecar.metrics import Metrics
-from sidecar.prompt import QwenPromptEncoder
+from sidecar.prompt import QwenEncoderOptions, QwenPromptEncoder
 from sidecar.scoring_types import Backend, PairEncoder
 from sidecar.tokenizer_process import TokenizerProcess
 
@@ -33,15 +33,7 @@ def build_backend(settings: Settings) -> tuple[PairEncoder, Backend]:
     if kind == "embedded":
         return build_embedded(settings)
 
-    from sidecar.tokenizer import load_tokenizer
-
-    encoder = QwenPromptEncoder(
-        load_tokenizer(settings.model),
-        max_length=settings.max_length,
-        document_cache_bytes=settings.document_cache_bytes,
-        window_overlap=settings.window_overlap_tokens,
-        tiktoken_core=settings.tiktoken_core,
-    )
+    encoder = qwen_encoder_options(settings).build()
     if kind == "null":
         from sidecar.backends.null import NullBackend
 
@@ -72,17 +64,21 @@ def build_fallback(settings: Settings) -> tuple[PairEncoder, Backend] | None:
     return build_embedded(settings)
 
 
+def qwen_encoder_options(settings: Settings) -> QwenEncoderOptions:
+    return QwenEncoderOptions(
+        model=settings.model,
+        max_length=settings.max_length,
+        document_cache_bytes=settings.document_cache_bytes,
+        window_overlap=settings.window_overlap_tokens,
+        tiktoken_core=settings.tiktoken_core,
+    )
+
+
 def build_tokenizer_process(
     settings: Settings, encoder: PairEncoder, metrics: Metrics
 ) -> TokenizerProcess | None:
-    """The child process that tokenizes documents for `encoder`, when the settings ask for it
-    and the encoder can take its ids (the Qwen prompt encoder, with its document cache on)."""
-    if not (
-        settings.tokenizer_process
-        and isinstance(encoder, QwenPromptEncoder)
-        and encoder.caches_documents
-    ):
+    """The child process that encodes pairs as `encoder` does, when the settings ask for it and
+    `encoder` is the Qwen prompt encoder (the embedded model tokenizes in its backend)."""
+    if not (settings.tokenizer_process and isinstance(encoder, QwenPromptEncoder)):
         return None
-    return TokenizerProcess(
-        encoder, settings.model, tiktoken_core=settings.tiktoken_core, metrics=metrics
-    )
+    return TokenizerProcess(qwen_encoder_options(settings), metrics=metrics)
