@@ -16,14 +16,15 @@ then the ids (u32) back to back; or `<sequence, ERROR, 0>` when the encoder refu
 (the sidecar then encodes it itself, and raises the same error). An answer whose sequence or
 documents do not match its call is a broken child.
 
-A child that dies, makes no progress for `stall_s` while calls wait, breaks the protocol, or is
-not ready within `ready_s` is killed and started again after a delay that doubles with each
-failure in a row (1 s up to 30 s). Meanwhile, and for the requests that were waiting on it,
-pairs are encoded in the sidecar as without the process: never a failed request. Each failure is
-logged and counted. A call waits at most until its request's deadline, and none is made while
-`MAX_PENDING` calls wait: a slow child sheds work back to the sidecar instead of adding latency.
-The child ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too): it
-ends when its input closes, and the kernel kills it if the sidecar dies first.
+A child that dies, does not answer the call it works on within `stall_s` (plus a microsecond a
+byte), breaks the protocol, or is not ready within `ready_s` is killed and started again after a
+delay that doubles with each failure in a row (1 s up to 30 s). Meanwhile, and for the requests
+that were waiting on it, pairs are encoded in the sidecar as without the process: never a failed
+request. Each failure is logged and counted. A request waits at most `stall_s` or until its
+deadline, and no call is made while `MAX_PENDING` calls wait: a slow child sheds work back to the
+sidecar, not latency. The child ignores SIGINT and SIGTERM (a signal to the whole process group
+reaches it too): it ends when its input closes, and the kernel kills it if the sidecar dies
+first.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ _CALL = struct.Struct("<IIIiI")
 _ANSWER = struct.Struct("<III")
 _PAIR = struct.Struct("<16sII?")
 ERROR = 0xFFFFFFFF
-# No answer for this long while calls wait means a stuck child (50 documents take ~1 ms).
+# No answer for this long while calls wait means a stuck child (50 documents take ~1 ms), plus
+# a generous microsecond per byte of the call being worked on (the slow route takes ~0.4).
 STALL_S = 2.0
+STALL_S_PER_BYTE = 1e-6
 # Loading the tokenizer and building its BPE core take about a second.
 READY_S = 60.0
 RESTART_S = 1.0
@@ -62,14 +65,17 @@ MAX_RESTART_S = 30.0
 # Calls waiting on the child; beyond, requests encode in the sidecar.
 MAX_PENDING = 64
 _PR_SET_PDEATHSIG = 1
+_INT32_MAX = 2**31 - 1
 
 
 class _Call:
-    __slots__ = ("answer", "documents", "sequence")
+    __slots__ = ("allowance_s", "answer", "documents", "sequence")
 
-    def __init__(self, sequence: int, documents: int) -> None:
+    def __init__(self, sequence: int, documents: int, allowance_s: float) -> None:
         self.sequence = sequence
         self.documents = documents
+        # How long the child may work on it before it counts as stuck.
+        self.allowance_s = allowance_s
         self.answer: asyncio.Future[list[PreparedPair] | None] = (
             asyncio.get_running_loop().create_future()
         )
@@ -129,8 +135,8 @@ class TokenizerProcess:
                 # Answers are read by length, not by line.
                 limit=1 << 20,
             )
-        except OSError as exc:
-            self._failed(None, f"could not start it: {exc}")
+        except Exception as exc:  # e.g. no process left to fork: later, with backoff
+            self._failed(None, f"could not start it: {type(exc).__name__}: {exc}")
             return
         self._child = child
         self._reader = asyncio.create_task(self._read(child), name="tokenizer-process")
@@ -150,14 +156,21 @@ class TokenizerProcess:
         reader = self._reader
         if reader is not None and not self._ready.is_set():
             ready = asyncio.ensure_future(self._ready.wait())
-            await asyncio.wait({ready, reader}, timeout=timeout_s, return_when="FIRST_COMPLETED")
-            ready.cancel()
+            try:
+                await asyncio.wait(
+                    {ready, reader}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                ready.cancel()
         return self._ready.is_set()
 
     async def close(self) -> None:
         self._closed = True
         if self._starting is not None:
-            await self._starting
+            # A restart in progress ends now; a child it spawned is closed below.
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
         child, self._child = self._child, None
         if self._reader is not None:
             self._reader.cancel()
@@ -169,7 +182,8 @@ class TokenizerProcess:
         try:
             await asyncio.wait_for(child.wait(), 5)
         except TimeoutError:
-            child.kill()
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
             await child.wait()
 
     async def encode(
@@ -186,30 +200,39 @@ class TokenizerProcess:
         not ready, busy, fails, or refused the request (the caller then encodes them itself)."""
         now = time.monotonic()
         child = self._child
+        if child is not None and self._stalled(now):
+            self._failed(child, "no answer within its allowance")
+            child = None
         if not self._usable() or len(self._pending) >= MAX_PENDING or deadline <= now:
             return None
         assert child is not None
         call = self._call(
             child,
             [instruction, query, *documents],
-            -1 if max_tokens_per_doc is None else max_tokens_per_doc,
+            # Any limit over the room left is the same as none; the frame holds an int32.
+            -1 if max_tokens_per_doc is None else min(max_tokens_per_doc, _INT32_MAX),
             max_windows,
         )
         if call is None:
             return None
         try:
+            # A request waits at most `stall_s` here, then encodes itself.
             async with asyncio.timeout(min(self._stall_s, deadline - now)):
                 pairs = await call.answer
         except TimeoutError:
-            # A child busy with earlier calls is progressing; one silent this long is stuck.
-            if time.monotonic() - self._progress_at >= self._stall_s:
-                self._failed(child, f"no answer for {self._stall_s:g} s")
+            if self._stalled(time.monotonic()):
+                self._failed(child, "no answer within its allowance")
             return None
         except _ChildGone:
             return None
         if pairs is not None:
             self._metrics.tokenizer_process_documents.inc(len(documents))
         return pairs
+
+    def _stalled(self, now: float) -> bool:
+        """The call being worked on (the oldest) has had longer than its allowance, and no
+        answer came since it started. A child busy with earlier calls is progressing."""
+        return bool(self._pending) and now - self._progress_at >= self._pending[0].allowance_s
 
     def _usable(self) -> bool:
         """Ready now; without a child, one is started in the background once it is due."""
@@ -249,7 +272,7 @@ class TokenizerProcess:
             return None
         if not self._pending:
             self._progress_at = time.monotonic()
-        call = _Call(self._sequence, len(texts) - 2)
+        call = _Call(self._sequence, len(texts) - 2, self._stall_s + STALL_S_PER_BYTE * len(body))
         self._pending.append(call)
         return call
 
@@ -264,12 +287,14 @@ class TokenizerProcess:
                 sequence, count, id_bytes = _ANSWER.unpack(await stdout.readexactly(_ANSWER.size))
                 if not self._pending or self._pending[0].sequence != sequence:
                     raise ValueError(f"answer {sequence} does not match the oldest call")
-                call = self._pending.popleft()
+                # Taken off the queue once whole: a child failing mid-answer fails it too.
+                call = self._pending[0]
                 pairs = None
                 if count != ERROR:
                     records = await stdout.readexactly(_PAIR.size * count)
                     ids = await stdout.readexactly(id_bytes)
                     pairs = _pairs(records, ids, call.documents)
+                self._pending.popleft()
                 self._progress_at = time.monotonic()
                 self._failures_in_a_row = 0
                 if not call.answer.done():  # its request may have left
@@ -296,7 +321,8 @@ class TokenizerProcess:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
         if child is not None and child.returncode is None:
-            child.kill()  # reaped by asyncio's child watcher
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()  # reaped by asyncio's child watcher
         self._fail_pending()
 
     def _fail_pending(self) -> None:
