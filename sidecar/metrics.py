@@ -115,7 +115,7 @@ class Metrics:
         )
         self.tokenizer_process_documents = Counter(
             "rerank_tokenizer_process_documents",
-            "Documents tokenized in the tokenizer child process",
+            "Documents whose pairs the tokenizer child process encoded",
             registry=r,
         )
         self.tokenizer_process_failures = Counter(

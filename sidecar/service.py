@@ -32,7 +32,7 @@ class Scorer:
     encoder: PairEncoder
     backend: Backend
     batcher: Batcher
-    # Tokenizes the encoder's uncached documents in a child process (Qwen encoders only).
+    # Encodes pairs as `encoder` does, in a child process (Qwen encoders only).
     tokenizer_process: TokenizerProcess | None = None
 
     def unavailable_reason(self) -> str | None:
@@ -225,15 +225,15 @@ class RerankService:
             max_windows=texts.limits.windows,
         )
         inline_max = self._policy.tokenize_inline_max_chars
+        process = scorer.tokenizer_process
+        # Under load the tokenizer process takes the request whatever its cost: not counted then.
+        under_load = process is not None and self._admission.in_progress > 1
+        cost = None if under_load else scorer.encoder.tokenizing_cost(texts.query, documents)
         with timed("tokenize"):
             pairs = None
             # With other requests in progress, or much to do, in the tokenizer process (another
             # core; at c=1 its round trip would only add latency).
-            process = scorer.tokenizer_process
-            if process is not None and (
-                self._admission.in_progress > 1
-                or scorer.encoder.tokenizing_cost(texts.query, documents) > inline_max
-            ):
+            if process is not None and (cost is None or cost > inline_max):
                 pairs = await process.encode(
                     texts.query,
                     documents,
@@ -246,7 +246,8 @@ class RerankService:
                 # Small work on the loop, even under load: a thread's hand-overs cost more (at
                 # c=16, fresh documents: 226 req/s in a thread, 320 on the loop). Larger work in
                 # a thread, so no request holds the loop for long.
-                cost = scorer.encoder.tokenizing_cost(texts.query, documents)
+                if cost is None:
+                    cost = scorer.encoder.tokenizing_cost(texts.query, documents)
                 pairs = encode() if cost <= inline_max else await asyncio.to_thread(encode)
         # Windows beyond one per document take room in the queue like any pair.
         with self._admission.admit_more(len(pairs) - len(documents)):
